@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -19,6 +20,8 @@ from helpers.precision import Precision
 from helpers.prompts import VQA_TEMPLATE, Turn, vqa_prompt
 
 FEATURE_MODES = ("image", "text", "multimodal")
+TRAINING_TASKS = ("caption", "vqa", "retrieval")
+"""Fine-tuning tasks: caption and vqa train the generation model with the LM loss, retrieval the stage-1 model."""
 
 
 @dataclass
@@ -54,6 +57,20 @@ class MatchScores:
 
     itc: torch.Tensor
     itm: torch.Tensor
+
+
+@dataclass
+class TrainableParts:
+    """What a task trains, in backend-neutral terms, so freezing and LoRA live once in helpers.finetune.
+
+    `root` holds every parameter the task touches and is what `save_pretrained` writes. Everything in it
+    trains except `vision` (the frozen image encoder; its final layer norm, LAVIS's `ln_vision`, stays
+    trainable) and `language_model` (the frozen LLM, which LoRA may adapt; None for retrieval).
+    """
+
+    root: torch.nn.Module
+    vision: list[torch.nn.Module]
+    language_model: torch.nn.Module | None
 
 
 class Blip2Backend(ABC):
@@ -176,11 +193,55 @@ class Blip2Backend(ABC):
         ranked = [RankedText(candidates[i], i, float(itc[i]), p) for i, p in reranked]
         return ranked + [RankedText(candidates[i], i, float(itc[i]), None) for i in tail]
 
+    # ---- training primitives (helpers.finetune drives them) -----------------------------------------
+    @abstractmethod
+    def lm_loss(
+        self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None = None
+    ) -> torch.Tensor:
+        """Differentiable mean cross-entropy of each target given its image and prompt (the prompt is masked).
+
+        The targets end with the LM's end-of-sequence token, so the model learns where to stop;
+        `max_length` caps prompt plus target tokens (targets are truncated, prompts never).
+        """
+
+    @abstractmethod
+    def retrieval_loss(
+        self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Stage-1 fine-tuning loss for matching (images[i], texts[i]) pairs: "itc", "itm" and "total".
+
+        ITC is the symmetric in-batch contrastive loss; ITM classifies the positives and one hard negative
+        per image and per text, sampled with `generator` (helpers.objectives). Needs at least 2 pairs.
+        """
+
+    @abstractmethod
+    def trainable_parts(self, task: str) -> TrainableParts:
+        """The modules `task` (one of TRAINING_TASKS) trains and freezes."""
+
+    @abstractmethod
+    def enable_gradient_checkpointing(self, task: str) -> None:
+        """Recompute activations in the backward pass of `task`'s model: less memory, about 30% more time."""
+
+    @abstractmethod
+    def save_pretrained(self, task: str, output_dir: str | Path) -> Path:
+        """Write `task`'s model and processor in the HF layout that `load_blip2(model_id=output_dir)` reads.
+
+        Caption and VQA write a Blip2ForConditionalGeneration folder; retrieval a Blip2ForImageTextRetrieval
+        folder, which `load_blip2(model_id=...)` uses as the retrieval checkpoint.
+        """
+
     @staticmethod
     def _itc(image: Features, text: Features) -> torch.Tensor:
         """BLIP-2's ITC score: the best cosine between any query and the text's [CLS] projection."""
         similarity = torch.einsum("iqd,td->itq", image.image_embeds_proj, text.text_embeds_proj[:, 0, :])
         return similarity.max(dim=-1).values
+
+
+def check_task(task: str) -> str:
+    """Refuse an unknown training task with the list of known ones."""
+    if task not in TRAINING_TASKS:
+        raise ValueError(f"task={task!r} is not a training task; use one of {TRAINING_TASKS}")
+    return task
 
 
 def _as_texts(texts: str | Sequence[str] | None) -> list[str]:

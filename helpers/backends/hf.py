@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,13 +17,19 @@ from PIL import Image
 from torch.nn import functional as F
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
-from helpers.backends.base import Blip2Backend, Features
+from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
 from helpers.generation import GenerationSettings
 from helpers.precision import Precision
 from helpers.prompts import T5_VQA_TEMPLATE
 
 MAX_TEXT_TOKENS = 35
 """LAVIS's `max_txt_len` for the Q-Former's text side: longer texts are truncated, as in the paper's runs."""
+
+ITC_TEMPERATURE = 0.07
+"""The HF retrieval checkpoints do not store LAVIS's learned ITC temperature; 0.07 is LAVIS's initial value."""
+
+IGNORE_INDEX = -100
+"""Label value the cross-entropy skips: image placeholders, prompt tokens and padding."""
 
 
 def pil_processor_kwargs() -> dict[str, Any]:
@@ -137,9 +144,11 @@ class HFBackend(Blip2Backend):
         return Features(text_embeds=hidden, text_embeds_proj=projected)
 
     def _fused_queries(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
-        vision = self._vision(images)
-        tokens = self._tokens(texts)
-        queries = self._queries(len(images))
+        return self._fuse(self._vision(images), self._tokens(texts))
+
+    def _fuse(self, vision: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The queries after attending to the image (cross-attention) and the text (self-attention): ITM's input."""
+        queries = self._queries(vision.shape[0])
         query_mask = torch.ones(queries.shape[:-1], dtype=torch.long, device=queries.device)
         hidden = self.retrieval.qformer(
             query_embeds=self.retrieval.embeddings(input_ids=tokens["input_ids"], query_embeds=queries),
@@ -159,3 +168,147 @@ class HFBackend(Blip2Backend):
         fused = self._fused_queries(images, texts).to(self.retrieval.itm_head.weight.dtype)
         logits = self.retrieval.itm_head(fused).mean(dim=1)  # average the 32 queries' logits, as LAVIS does
         return logits.softmax(dim=-1)[:, 1].float()
+
+    # ---- training primitives ---------------------------------------------------------------------
+    def lm_loss(
+        self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None = None
+    ) -> torch.Tensor:
+        if not len(images) == len(prompts) == len(targets) > 0:
+            raise ValueError(
+                f"lm_loss needs one prompt and one target per image; got {len(images)} images, "
+                f"{len(prompts)} prompts, {len(targets)} targets"
+            )
+        pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.model.device, self.model.vision_model.dtype)
+        if self.model.config.use_decoder_only_language_model:
+            batch = self._decoder_only_batch(prompts, targets, max_length)
+        else:
+            batch = self._encoder_decoder_batch(prompts, targets, max_length)
+        return self.model(pixel_values=pixels, **batch).loss
+
+    def _image_placeholders(self) -> list[int]:
+        """The query outputs replace these tokens, which precede everything else, as the processor puts them."""
+        return [self.model.config.image_token_id] * self.processor.num_query_tokens
+
+    def _target_ids(self, prompt: str, target: str, room: int | None) -> list[int]:
+        """Target tokens plus end-of-sequence; a space separates the target from a non-empty prompt."""
+        tokenizer = self.processor.tokenizer
+        text = f" {target}" if prompt and not prompt.endswith(" ") else target
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if room is not None:
+            ids = ids[: max(room - 1, 0)]
+        return [*ids, tokenizer.eos_token_id]
+
+    def _decoder_only_batch(
+        self, prompts: list[str], targets: list[str], max_length: int | None
+    ) -> dict[str, torch.Tensor]:
+        """[image placeholders][BOS prompt][target EOS][pad]: only the target and EOS carry labels."""
+        tokenizer = self.processor.tokenizer
+        sequences, labels = [], []
+        for prompt, target in zip(prompts, targets, strict=True):
+            prompt_ids = self._image_placeholders() + tokenizer(prompt)["input_ids"]
+            room = (
+                None
+                if max_length is None
+                else max_length - (len(prompt_ids) - len(self._image_placeholders()))
+            )
+            target_ids = self._target_ids(prompt, target, room)
+            sequences.append(prompt_ids + target_ids)
+            labels.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
+        input_ids, attention_mask = _pad_right(sequences, tokenizer.pad_token_id)
+        label_ids, _ = _pad_right(labels, IGNORE_INDEX)
+        device = self.model.device
+        return {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention_mask.to(device),
+            "labels": label_ids.to(device),
+        }
+
+    def _encoder_decoder_batch(
+        self, prompts: list[str], targets: list[str], max_length: int | None
+    ) -> dict[str, torch.Tensor]:
+        """Flan-T5: the encoder reads [image placeholders][prompt EOS], the decoder learns [target EOS]."""
+        tokenizer = self.processor.tokenizer
+        sources = [
+            self._image_placeholders()
+            + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            + [tokenizer.eos_token_id]
+            for prompt in prompts
+        ]
+        answers = [self._target_ids("", target, max_length) for target in targets]
+        input_ids, attention_mask = _pad_right(sources, tokenizer.pad_token_id)
+        labels, _ = _pad_right(answers, IGNORE_INDEX)
+        device = self.model.device
+        return {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention_mask.to(device),
+            "labels": labels.to(device),
+        }
+
+    def retrieval_loss(
+        self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        from helpers.objectives import itc_loss, itm_loss, sample_hard_negatives
+
+        if len(images) != len(texts) or len(images) < 2:
+            raise ValueError(
+                f"retrieval_loss needs as many texts as images and at least 2 pairs (in-batch negatives); "
+                f"got {len(images)} images and {len(texts)} texts"
+            )
+        model = self.retrieval
+        vision = model.vision_model(pixel_values=self._pixels(images)).last_hidden_state
+        queries = model.qformer(
+            query_embeds=self._queries(len(images)),
+            encoder_hidden_states=vision,
+            encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
+        ).last_hidden_state
+        image_proj = F.normalize(model.vision_projection(queries), dim=-1)
+        tokens = self._tokens(texts)
+        text_hidden = model.qformer(
+            query_embeds=model.embeddings(input_ids=tokens["input_ids"]),
+            query_length=0,
+            attention_mask=tokens["attention_mask"],
+        ).last_hidden_state
+        text_proj = F.normalize(model.text_projection(text_hidden[:, 0, :]), dim=-1)
+        itc, similarity = itc_loss(image_proj, text_proj, ITC_TEMPERATURE)
+        negative_text, negative_image = sample_hard_negatives(similarity.detach(), generator)
+        # ITM sees each positive pair, each image with a hard negative text, each text with a hard negative image.
+        pair_vision = torch.cat([vision, vision, vision[negative_image]])
+        pair_tokens = {key: torch.cat([value, value[negative_text], value]) for key, value in tokens.items()}
+        logits = model.itm_head(self._fuse(pair_vision, pair_tokens)).mean(dim=1)
+        batch = len(images)
+        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
+        itm = itm_loss(logits, labels)
+        return {"itc": itc, "itm": itm, "total": itc + itm}
+
+    def trainable_parts(self, task: str) -> TrainableParts:
+        if check_task(task) == "retrieval":
+            model = self.retrieval
+            return TrainableParts(model, [model.vision_model.embeddings, model.vision_model.encoder], None)
+        vision = self.model.vision_model
+        return TrainableParts(self.model, [vision.embeddings, vision.encoder], self.model.language_model)
+
+    def enable_gradient_checkpointing(self, task: str) -> None:
+        root = self.trainable_parts(task).root
+        root.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def save_pretrained(self, task: str, output_dir: str | Path) -> Path:
+        folder = Path(output_dir)
+        if check_task(task) == "retrieval":
+            self.retrieval.save_pretrained(folder)
+            self.retrieval_processor.save_pretrained(folder)
+        else:
+            self.model.save_pretrained(folder)
+            self.processor.save_pretrained(folder)
+        return folder
+
+
+def _pad_right(sequences: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token lists padded on the right with `value`, and the matching attention mask."""
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), width), value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    return ids, mask
