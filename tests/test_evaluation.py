@@ -1,0 +1,206 @@
+"""The paper's metrics: VQA accuracy (checked against LAVIS's official scorer when installed), caption
+metrics through pycocoevalcap, and recall@K."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from helpers.evaluation import (
+    SPICE_MISSING,
+    caption_metrics,
+    caption_scores,
+    exact_match_accuracy,
+    normalize_answer,
+    recall_at_k,
+    retrieval_ranks,
+    spice_available,
+    vqa_accuracy,
+    vqa_scores,
+)
+
+# ---- VQA -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("Two", "2"),
+        ("The red bus.", "red bus"),
+        ("a dog", "dog"),
+        ("dont know", "don't know"),
+        ("yes!", "yes"),
+        ("t-shirt", "t shirt"),
+        ("3.5", "3.5"),
+        ("1,000", "1000"),
+        ("black and white ", "black and white"),
+        ("  none\t", "0"),
+        ("couldnt've", "couldn't've"),
+    ],
+)
+def test_normalize_answer_follows_the_official_rules(raw, normalised):
+    assert normalize_answer(raw) == normalised
+
+
+def test_vqa_accuracy_is_min_of_matches_over_three_averaged_over_leave_one_out():
+    humans = ["2"] * 2 + ["3"] * 8
+    # 2 agreeing humans: leaving one of them out leaves 1 match (1/3), leaving another out leaves 2 (2/3).
+    expected = (2 * (1 / 3) + 8 * (2 / 3)) / 10
+    assert vqa_scores(["two"], [humans]) == [pytest.approx(expected)]
+    assert vqa_scores(["3"], [humans]) == [pytest.approx(1.0)]
+    assert vqa_scores(["four"], [humans]) == [0.0]
+    assert vqa_accuracy(["two", "3"], [humans, humans]) == pytest.approx(100 * (expected + 1) / 2)
+
+
+def test_vqa_accuracy_rejects_mismatched_or_empty_inputs():
+    with pytest.raises(ValueError, match="one prediction per item"):
+        vqa_accuracy(["yes"], [["yes"] * 10, ["no"] * 10])
+    with pytest.raises(ValueError, match=r"answers\[1\]"):
+        vqa_accuracy(["yes", "no"], [["yes"] * 10, []])
+    with pytest.raises(ValueError, match=r"answers\[0\]"):
+        vqa_accuracy(["yes"], ["yes"])  # a bare string is not a list of human answers
+
+
+def test_gqa_exact_match_normalises_the_prediction_only():
+    assert exact_match_accuracy(["The table.", "Two", "left"], ["table", "2", "right"]) == pytest.approx(
+        200 / 3
+    )
+
+
+def _lavis_vqa_eval():
+    """LAVIS's copy of the official scorer, loaded from its file so LAVIS's heavy package import is avoided."""
+    spec = importlib.util.find_spec("lavis")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(
+            "LAVIS is not installed (the lavis backend installs it); parity with its scorer not checked"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "common" / "vqa_tools" / "vqa_eval.py"
+    module_spec = importlib.util.spec_from_file_location("lavis_vqa_eval", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.VQAEval
+
+
+_WORDS = ["a", "the", "an", "Two", "two", "none", "dont", "dog", "red", "3", "10", "isnt", "yes", "No"]
+_MARKS = ["", ".", ",", "!", "?", "-", "/", " ", "1,0", "3.5", "(", ")"]
+
+
+def _random_answer(rng: random.Random) -> str:
+    return "".join(rng.choice(_WORDS) + rng.choice(_MARKS) + " " for _ in range(rng.randint(1, 3))).strip()
+
+
+def test_vqa_scores_match_lavis_official_scorer():
+    vqa_eval = _lavis_vqa_eval()
+    rng = random.Random(0)
+    predictions, answers = [], []
+    for _ in range(300):
+        pool = [_random_answer(rng) for _ in range(3)]
+        answers.append([rng.choice(pool) for _ in range(10)] if rng.random() < 0.8 else [pool[0]] * 10)
+        predictions.append(rng.choice([*pool, _random_answer(rng), normalize_answer(pool[0])]))
+    qa = {
+        qid: {
+            "answers": [{"answer": a, "answer_id": j + 1} for j, a in enumerate(humans)],
+            "question_type": "what",
+            "answer_type": "other",
+        }
+        for qid, humans in enumerate(answers)
+    }
+    res = {qid: {"answer": prediction} for qid, prediction in enumerate(predictions)}
+    scorer = vqa_eval(SimpleNamespace(qa=qa, getQuesIds=lambda: list(qa)), SimpleNamespace(qa=res), n=2)
+    scorer.evaluate()
+    ours = vqa_scores(predictions, answers)
+    assert [round(100 * s, 2) for s in ours] == [scorer.evalQA[qid] for qid in range(len(ours))]
+    assert 0 < sum(ours) < len(ours)  # the sample exercises both hits and misses
+
+
+def test_normalize_answer_matches_lavis_on_every_contraction_and_number():
+    scorer = _lavis_vqa_eval()(SimpleNamespace(getQuesIds=list), None)
+    words = [*scorer.contractions, *scorer.contractions.values(), *scorer.manualMap, "a dog.", "x,y 1,2"]
+    for word in words:
+        official = scorer.processDigitArticle(scorer.processPunctuation(word))
+        assert normalize_answer(word) == official, word
+
+
+# ---- captions --------------------------------------------------------------------------------------
+
+needs_java = pytest.mark.skipif(
+    shutil.which("java") is None, reason="pycocoevalcap's PTB tokenizer needs java"
+)
+
+REFERENCES = [
+    ["a cat sits on a couch", "a cat lying on a sofa", "a grey cat on the couch"],
+    ["a rocket on the launch pad", "a rocket ready for launch", "the rocket stands on its pad"],
+    ["a cup of coffee on a table", "coffee in a white cup", "a mug of coffee on a wooden table"],
+]
+
+
+@needs_java
+def test_caption_metrics_reward_matching_captions():
+    good = caption_metrics(
+        ["a cat on a couch", "a rocket on the launch pad", "a cup of coffee on a table"], REFERENCES
+    )
+    shuffled = caption_metrics(
+        ["a cup of coffee on a table", "a cat on a couch", "a rocket on the pad"], REFERENCES
+    )
+    assert {"BLEU-4", "CIDEr"} <= set(good)
+    assert good["CIDEr"] > shuffled["CIDEr"] and good["BLEU-4"] > shuffled["BLEU-4"]
+    assert 0 < good["BLEU-4"] <= 100
+
+
+@needs_java
+def test_caption_scores_per_image_cider_averages_to_the_corpus_score():
+    scores = caption_scores(["A cat, on a couch!", "", "coffee"], REFERENCES, spice=False)
+    assert scores.tokenized_predictions[0] == ["a cat on a couch"]  # PTB: lower-case, punctuation dropped
+    assert scores.per_image["CIDEr"][1] == 0.0  # an empty caption scores zero instead of failing
+    assert sum(scores.per_image["CIDEr"]) / 3 == pytest.approx(scores.metrics["CIDEr"])
+    assert scores.notes == [SPICE_MISSING]
+
+
+@needs_java
+def test_skipped_spice_is_said_not_hidden(capsys):
+    metrics = caption_metrics(["a cat on a couch"] * 3, REFERENCES)
+    if spice_available():
+        assert "SPICE" in metrics
+    else:
+        assert "SPICE" not in metrics
+        assert "SPICE not computed" in capsys.readouterr().out
+
+
+def test_caption_metrics_reject_bad_references():
+    with pytest.raises(ValueError, match=r"references\[1\]"):
+        caption_scores(["a", "b"], [["a cat"], []])
+    with pytest.raises(ValueError, match="one prediction per item"):
+        caption_scores(["a"], REFERENCES)
+
+
+# ---- retrieval -------------------------------------------------------------------------------------
+
+
+def test_recall_at_k_counts_a_hit_when_any_positive_is_in_the_top_k():
+    similarity = torch.tensor(
+        [
+            [0.9, 0.1, 0.0, 0.2],  # positive 0 ranked first
+            [0.9, 0.8, 0.1, 0.0],  # positives {1, 2}: best at rank 1
+            [0.5, 0.6, 0.7, 0.1],  # positive 3 ranked last
+        ]
+    )
+    positives = [{0}, {1, 2}, [3]]
+    assert retrieval_ranks(similarity, positives).tolist() == [0, 1, 3]
+    assert recall_at_k(similarity, positives, ks=(1, 2, 4)) == {
+        "R@1": pytest.approx(100 / 3),
+        "R@2": pytest.approx(200 / 3),
+        "R@4": pytest.approx(100.0),
+    }
+
+
+def test_recall_at_k_rejects_bad_positives():
+    with pytest.raises(ValueError, match=r"positives\[1\]"):
+        recall_at_k(torch.zeros(2, 3), [{0}, {3}])
+    with pytest.raises(ValueError, match="one per query"):
+        recall_at_k(torch.zeros(2, 3), [{0}])
