@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from helpers import offline
@@ -41,11 +44,24 @@ def load_blip2(
 
 
 def checkpoint_locations(choice: ProfileChoice, model_id: str | None = None) -> tuple[str, str]:
-    """The generation and retrieval checkpoints a profile loads: hub ids, or the offline folders."""
+    """The generation and retrieval checkpoints a profile loads: hub ids, or the offline folders.
+
+    `model_id` replaces the generation checkpoint, or the retrieval one when it is a local folder holding a
+    Blip2ForImageTextRetrieval (what retrieval fine-tuning writes).
+    """
     profile = choice.profile
     if profile.is_offline:
         caption = str(offline.checkpoint_path(offline.CAPTION))
         retrieval = str(offline.checkpoint_path(offline.RETRIEVAL))
     else:
         caption, retrieval = profile.caption_model, profile.retrieval_model
+    if model_id is not None and _is_retrieval_folder(model_id):
+        return caption, model_id
     return (model_id or caption), retrieval
+
+
+def _is_retrieval_folder(model_id: str) -> bool:
+    config = Path(model_id) / "config.json"
+    if not config.is_file():
+        return False
+    return "Blip2ForImageTextRetrieval" in json.loads(config.read_text()).get("architectures", [])
