@@ -3,10 +3,10 @@
 Every metric is on the paper's scale (percent; CIDEr and SPICE times 100), so a number here sits next to
 a number from the paper's tables without conversion.
 
-VQA accuracy follows the official VQA scorer in the form LAVIS ships (`lavis/common/vqa_tools/vqa_eval.py`),
-which produced BLIP-2's validation numbers: the prediction is fully normalised; the human answers are
-only stripped of punctuation, and only when annotators disagree (the official annotation files are
-already normalised). Home-made annotations should therefore be written lower-case, digits as digits.
+VQA accuracy follows the official VQA scorer as LAVIS ships it (`lavis/common/vqa_tools/vqa_eval.py`),
+which produced BLIP-2's validation numbers. One deliberate difference: the human answers get the same
+normalisation as the prediction. The official annotation files are already normalised, so their scores
+are identical (tested against LAVIS's scorer); home-made annotations such as "two" are not marked wrong.
 """
 
 from __future__ import annotations
@@ -110,9 +110,7 @@ def vqa_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> 
     scores = []
     for prediction, humans in zip(predictions, answers, strict=True):
         predicted = normalize_answer(prediction)
-        humans = [human.replace("\n", " ").replace("\t", " ").strip() for human in humans]
-        if len(set(humans)) > 1:
-            humans = [strip_punctuation(human) for human in humans]
+        humans = [normalize_answer(human) for human in humans]
         matches = sum(human == predicted for human in humans)
         # Leaving out annotator j leaves matches - [j matched] agreeing humans among the others.
         subsets = [min(1.0, (matches - (human == predicted)) / 3) for human in humans]
@@ -127,9 +125,10 @@ def vqa_accuracy(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -
 
 
 def exact_match_scores(predictions: Sequence[str], answers: Sequence[str]) -> list[float]:
-    """GQA's metric per question: 1 if the normalised prediction equals the single reference answer."""
+    """GQA's metric per question: 1 if the prediction equals the single reference answer, both normalised."""
     _check_lengths(predictions, answers, "answers")
-    return [float(normalize_answer(p) == a.strip()) for p, a in zip(predictions, answers, strict=True)]
+    pairs = zip(predictions, answers, strict=True)
+    return [float(normalize_answer(p) == normalize_answer(a)) for p, a in pairs]
 
 
 def exact_match_accuracy(predictions: Sequence[str], answers: Sequence[str]) -> float:
