@@ -175,6 +175,12 @@ class Blip2Backend(ABC):
         itm = self.itm_probabilities(pairs_images, candidates * len(loaded))
         return MatchScores(itc=itc, itm=itm.reshape(len(loaded), len(candidates)))
 
+    def itc_scores(
+        self, images: ImageSource | Sequence[ImageSource], texts: str | Sequence[str]
+    ) -> torch.Tensor:
+        """ITC cosine of every image against every text, (num_images, num_texts): ranking without ITM."""
+        return self._itc(self.image_features(load_images(images)), self.text_features(_as_texts(texts)))
+
     def rank_texts(
         self, image: ImageSource, texts: Sequence[str], top_k: int | None = 16
     ) -> list[RankedText]:
