@@ -200,6 +200,31 @@ def show_ranking(image: ImageLike, ranked: Sequence[RankedText], title: str = "i
     return _finish(fig)
 
 
+def paper_comparison(rows: Sequence[Any], title: str = "This run against the paper") -> Figure:
+    """One bar pair per metric: the paper's number and this run with its bootstrap interval.
+
+    `rows` are `helpers.comparison.ComparisonRow`s; metrics the paper does not report show this run alone.
+    """
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    positions = np.arange(len(rows))
+    runs = np.array([row.this_run for row in rows])
+    errors = np.array(
+        [[row.this_run - row.ci_low for row in rows], [row.ci_high - row.this_run for row in rows]]
+    )
+    papers = [np.nan if row.paper is None else row.paper for row in rows]
+    ax.barh(positions + 0.2, papers, height=0.4, color="#bbbbbb", label="paper")
+    ax.barh(
+        positions - 0.2, runs, height=0.4, xerr=errors, color="#3b75af", capsize=3, label="this run (95% CI)"
+    )
+    ax.set_yticks(positions, [f"{row.dataset} {row.metric} (N={row.n})" for row in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("score (paper scale: %, CIDEr x100)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _finish(fig)
+
+
 # ---- helpers --------------------------------------------------------------------------------------------
 def _finish(fig: Figure) -> Figure:
     """Detach the figure from pyplot so Jupyter displays it once, as the returned value."""
