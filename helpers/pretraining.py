@@ -29,6 +29,8 @@ from helpers.objectives import (
 )
 
 STAGE1_OBJECTIVES = ("itc", "itm", "itg")
+TRAINED_VISION_NORM = "vision_model.post_layernorm."
+"""The ViT's output LayerNorm, which BLIP-2 trains although the ViT is frozen."""
 
 
 class ItgHead(nn.Module):
@@ -198,7 +200,11 @@ def stage2_loss(
 
 
 def freeze_for_stage(model: Blip2ForImageTextRetrieval | Blip2ForConditionalGeneration, stage: int) -> None:
-    """Freeze what BLIP-2 keeps frozen: the image encoder in stage 1, the image encoder and LLM in stage 2."""
+    """Freeze what BLIP-2 keeps frozen: the image encoder in stage 1, the image encoder and LLM in stage 2.
+
+    As in LAVIS, the ViT's last LayerNorm (`ln_vision` there, `vision_model.post_layernorm` here) is not
+    part of the frozen encoder: it is trained with the Q-Former.
+    """
     if stage not in (1, 2):
         raise ValueError(f"stage={stage}; BLIP-2 pretrains in stage 1 or 2")
     frozen = ["vision_model"] if stage == 1 else ["vision_model", "language_model"]
@@ -209,7 +215,8 @@ def freeze_for_stage(model: Blip2ForImageTextRetrieval | Blip2ForConditionalGene
             "Blip2ForImageTextRetrieval, stage 2 a Blip2ForConditionalGeneration"
         )
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name.split(".")[0] not in frozen)
+        trained_norm = name.startswith(TRAINED_VISION_NORM)
+        parameter.requires_grad_(trained_norm or name.split(".")[0] not in frozen)
 
 
 def _check_objectives(objectives: Collection[str]) -> set[str]:
