@@ -10,11 +10,18 @@ changes with the objective (BLIP-2, Figure 2):
 
 Padding tokens are never attended to. Rows are the attending positions, columns the attended ones, queries
 first: position i < num_queries is query i, position num_queries + t is text token t.
+
+The cross-attention layers (every other block) are where the queries read the image: `recorded_cross_attentions`
+captures where each query looks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 MASK_KINDS = ("itc", "itm", "itg")
 
@@ -62,3 +69,34 @@ def extended_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     blocked = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     blocked.masked_fill_(mask == 0, torch.finfo(dtype).min)
     return blocked[:, None, :, :]
+
+
+@contextmanager
+def recorded_cross_attentions(qformer: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect, while active, each cross-attention layer's probabilities (B, heads, queries, image tokens).
+
+    Computed in a forward hook from the layer's own query and key projections, so it works whatever
+    attention kernel the model runs (SDPA never materialises the probabilities). The image features carry
+    no mask, as in every BLIP-2 forward.
+    """
+    records: list[torch.Tensor] = []
+
+    def record(module: nn.Module, _args: tuple, kwargs: dict, _output: object) -> None:
+        records.append(
+            _attention_probabilities(module, kwargs["hidden_states"], kwargs["encoder_hidden_states"])
+        )
+
+    layers = [layer.crossattention.attention for layer in qformer.encoder.layer if layer.has_cross_attention]
+    handles = [layer.register_forward_hook(record, with_kwargs=True) for layer in layers]
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _attention_probabilities(module: nn.Module, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    heads, width = module.num_attention_heads, module.attention_head_size
+    q = module.query(queries).unflatten(-1, (heads, width)).transpose(1, 2)
+    k = module.key(keys.to(queries.dtype)).unflatten(-1, (heads, width)).transpose(1, 2)
+    return (q @ k.transpose(-1, -2) * module.scaling).softmax(dim=-1)
