@@ -19,14 +19,12 @@ from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetriev
 
 from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
 from helpers.generation import GenerationSettings
+from helpers.objectives import ITC_TEMPERATURE, itc_loss, itm_loss, sample_hard_negatives
 from helpers.precision import Precision
 from helpers.prompts import T5_VQA_TEMPLATE
 
 MAX_TEXT_TOKENS = 35
 """LAVIS's `max_txt_len` for the Q-Former's text side: longer texts are truncated, as in the paper's runs."""
-
-ITC_TEMPERATURE = 0.07
-"""The HF retrieval checkpoints do not store LAVIS's learned ITC temperature; 0.07 is LAVIS's initial value."""
 
 IGNORE_INDEX = -100
 """Label value the cross-entropy skips: image placeholders, prompt tokens and padding."""
@@ -248,8 +246,6 @@ class HFBackend(Blip2Backend):
     def retrieval_loss(
         self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        from helpers.objectives import itc_loss, itm_loss, sample_hard_negatives
-
         if len(images) != len(texts) or len(images) < 2:
             raise ValueError(
                 f"retrieval_loss needs as many texts as images and at least 2 pairs (in-batch negatives); "
@@ -270,6 +266,7 @@ class HFBackend(Blip2Backend):
             attention_mask=tokens["attention_mask"],
         ).last_hidden_state
         text_proj = F.normalize(model.text_projection(text_hidden[:, 0, :]), dim=-1)
+        # HF retrieval checkpoints drop LAVIS's learned temperature, so ITC uses BLIP-2's initial value.
         itc, similarity = itc_loss(image_proj, text_proj, ITC_TEMPERATURE)
         negative_text, negative_image = sample_hard_negatives(similarity.detach(), generator)
         # ITM sees each positive pair, each image with a hard negative text, each text with a hard negative image.

@@ -264,7 +264,17 @@ class _Run:
             if val_manifest is not None:
                 self._validate(val_manifest, epoch)
         bar.close()
+        self._check_in_sync()
         self._checkpoint(Progress(self.step, config.epochs, 0, len(self.log.records)))
+
+    def _check_in_sync(self) -> None:
+        """Every process must end with the same weights; a drift means gradients were not averaged."""
+        if self.accelerator.num_processes == 1:
+            return
+        checksum = torch.stack([p.detach().double().sum() for p in self.trainable.parameters.values()]).sum()
+        gathered = self.accelerator.gather(checksum.reshape(1))
+        if not torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=1e-6):
+            raise RuntimeError(f"the processes' weights drifted apart (checksums {gathered.tolist()})")
 
     def _backward(self, batch: dict[str, list[Any]]) -> dict[str, float]:
         with self.accelerator.autocast():
