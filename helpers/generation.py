@@ -69,6 +69,20 @@ class GenerationSettings:
             kwargs.update(top_p=self.top_p, temperature=self.temperature)
         return kwargs
 
+    def to_lavis_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for LAVIS's BLIP-2 `generate`, whose lengths count generated tokens."""
+        return {
+            "use_nucleus_sampling": self.use_nucleus_sampling,
+            "num_beams": self.num_beams,
+            "max_length": self.max_new_tokens,
+            "min_length": self.min_new_tokens,
+            "top_p": self.top_p,
+            "temperature": self.temperature,
+            "repetition_penalty": self.repetition_penalty,
+            "length_penalty": self.length_penalty,
+            "num_captions": self.num_captions,
+        }
+
 
 BEAM_SEARCH = GenerationSettings()
 """LAVIS's default: deterministic beam search with 5 beams."""

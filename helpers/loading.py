@@ -13,7 +13,7 @@ from helpers.memory import check_fits
 from helpers.precision import choose_precision
 from helpers.profiles import ProfileChoice, choose_profile
 
-BACKENDS = ("hf",)
+BACKENDS = ("hf", "lavis")
 
 
 def load_blip2(
@@ -38,9 +38,11 @@ def load_blip2(
         print(
             f"BLIP-2 | {choice}\n       | backend {backend}, {precision}\n       | generation: {caption_model}"
         )
-    from helpers.backends.hf import HFBackend
-
-    return HFBackend(caption_model, retrieval_model, precision, load_in_8bit=choice.profile.load_in_8bit)
+    if backend == "lavis":
+        from helpers.backends.lavis import LavisBackend as Backend
+    else:
+        from helpers.backends.hf import HFBackend as Backend
+    return Backend(caption_model, retrieval_model, precision, load_in_8bit=choice.profile.load_in_8bit)
 
 
 def checkpoint_locations(choice: ProfileChoice, model_id: str | None = None) -> tuple[str, str]:

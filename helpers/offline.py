@@ -33,7 +33,7 @@ from transformers import (
     OPTConfig,
 )
 
-CHECKPOINT_VERSION = "random-v2"
+CHECKPOINT_VERSION = "random-v3"
 CACHE_ENV_VAR = "BLIP2_OFFLINE_DIR"
 CAPTION = "caption"
 RETRIEVAL = "retrieval"
@@ -179,7 +179,8 @@ def _save_caption_checkpoint(folder: Path) -> None:
         word_embed_proj_dim=64,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        # Like Salesforce/blip2-opt-*: generation stops at a newline (OPT's id 50118), which LAVIS also uses.
+        eos_token_id=tokenizer("\n", add_special_tokens=False)["input_ids"][0],
     )
     config = Blip2Config(
         vision_config=_vision_config(),

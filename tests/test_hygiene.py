@@ -91,7 +91,9 @@ CONDA_ONLY = {"python", "pip", "jupyterlab"}
 def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = [
-        Requirement(text) for text in project["dependencies"] + project["optional-dependencies"]["test"]
+        Requirement(text)
+        for text in project["dependencies"]
+        + [req for extra in project["optional-dependencies"].values() for req in extra]
     ]
     conda = {}
     for entry in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]:

@@ -1,0 +1,149 @@
+"""Convert BLIP-2 state dicts between LAVIS and Hugging Face names, in both directions.
+
+The renames are the ones transformers' `convert_blip_2_original_to_pytorch.py` documents, plus the stage-1
+(retrieval) heads. One tensor changes shape: LAVIS's EVA ViT keeps separate `q_bias` and `v_bias` (its keys
+have no bias), transformers stores one `qkv.bias` = concat(q_bias, zeros, v_bias).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+Tensors = dict[str, torch.Tensor]
+
+_SHARED_PREFIXES = [  # (LAVIS, HF) name prefixes of the parts every BLIP-2 has
+    ("visual_encoder.cls_token", "vision_model.embeddings.class_embedding"),
+    ("visual_encoder.pos_embed", "vision_model.embeddings.position_embedding"),
+    ("visual_encoder.patch_embed.proj.", "vision_model.embeddings.patch_embedding."),
+    ("ln_vision.", "vision_model.post_layernorm."),
+    ("Qformer.bert.embeddings.LayerNorm.", "qformer.layernorm."),
+    ("Qformer.bert.embeddings.word_embeddings.", "embeddings.word_embeddings."),
+    ("Qformer.bert.embeddings.position_embeddings.", "embeddings.position_embeddings."),
+    ("Qformer.bert.encoder.", "qformer.encoder."),
+    ("vision_proj.", "vision_projection."),
+    ("text_proj.", "text_projection."),
+    ("query_tokens", "query_tokens"),
+    ("itm_head.", "itm_head."),
+]
+_LANGUAGE_PREFIXES = {  # LAVIS names the language model after its family, HF does not
+    "opt": [("opt_model.", "language_model."), ("opt_proj.", "language_projection.")],
+    "t5": [("t5_model.", "language_model."), ("t5_proj.", "language_projection.")],
+}
+_VIT_BLOCK = ("visual_encoder.blocks.", "vision_model.encoder.layers.")
+_VIT_BLOCK_PARTS = [  # inside one ViT block
+    ("norm1.", "layer_norm1."),
+    ("norm2.", "layer_norm2."),
+    ("attn.qkv.weight", "self_attn.qkv.weight"),
+    ("attn.proj.", "self_attn.projection."),
+    ("mlp.", "mlp."),
+]
+_QFORMER_ATTENTION = [  # BERT's attention.self is HF's attention.attention
+    (".attention.self.", ".attention.attention."),
+    (".crossattention.self.", ".crossattention.attention."),
+]
+
+LAVIS_ONLY = re.compile(r"^(temp|Qformer\.bert\.embeddings\.position_ids|Qformer\.cls\..*)$")
+"""LAVIS keys with no HF counterpart: the ITC temperature, a position-id buffer and the ITG head."""
+
+LAVIS, HF = 0, 1
+
+
+def _swap_prefix(key: str, pairs: list[tuple[str, str]], source: int) -> str | None:
+    for pair in pairs:
+        if key.startswith(pair[source]):
+            return pair[1 - source] + key[len(pair[source]) :]
+    return None
+
+
+def rename(key: str, source: int, language_model: str = "opt") -> str:
+    """One parameter name from LAVIS to HF (`source=LAVIS`) or back (`source=HF`)."""
+    block = _swap_prefix(key, [_VIT_BLOCK], source)
+    if block is not None:
+        index, _, part = block[len(_VIT_BLOCK[1 - source]) :].partition(".")
+        renamed_part = _swap_prefix(part, _VIT_BLOCK_PARTS, source)
+        if renamed_part is None:
+            raise KeyError(f"no counterpart for ViT parameter {key!r}")
+        return f"{_VIT_BLOCK[1 - source]}{index}.{renamed_part}"
+    renamed = _swap_prefix(key, _SHARED_PREFIXES + _LANGUAGE_PREFIXES[language_model], source)
+    if renamed is None:
+        raise KeyError(f"no counterpart for {key!r}")
+    if renamed.startswith(("Qformer.bert.encoder.", "qformer.encoder.")):
+        for pair in _QFORMER_ATTENTION:
+            renamed = renamed.replace(pair[source], pair[1 - source])
+    return renamed
+
+
+def lavis_to_hf(state_dict: Mapping[str, torch.Tensor], language_model: str = "opt") -> Tensors:
+    """A LAVIS BLIP-2 state dict under HF's names; LAVIS-only keys (see LAVIS_ONLY) are dropped."""
+    converted: Tensors = {}
+    for key, value in state_dict.items():
+        if LAVIS_ONLY.match(key):
+            continue
+        if key.endswith("attn.v_bias") and key.startswith(_VIT_BLOCK[LAVIS]):
+            continue  # merged with q_bias below
+        if key.endswith("attn.q_bias") and key.startswith(_VIT_BLOCK[LAVIS]):
+            block = key[: -len("attn.q_bias")]
+            v_bias = state_dict[block + "attn.v_bias"]
+            hf_block = rename(block + "attn.qkv.weight", LAVIS)[: -len("weight")]
+            converted[hf_block + "bias"] = torch.cat([value, torch.zeros_like(v_bias), v_bias])
+            continue
+        converted[rename(key, LAVIS, language_model)] = value
+    return converted
+
+
+def hf_to_lavis(state_dict: Mapping[str, torch.Tensor], language_model: str = "opt") -> Tensors:
+    """An HF BLIP-2 state dict under LAVIS's names, with `qkv.bias` split into `q_bias` and `v_bias`."""
+    converted: Tensors = {}
+    for key, value in state_dict.items():
+        if key.startswith(_VIT_BLOCK[HF]) and key.endswith("self_attn.qkv.bias"):
+            q_bias, k_bias, v_bias = value.chunk(3)
+            if k_bias.abs().max() > 0:
+                raise ValueError(f"{key}: LAVIS's EVA ViT has no key bias, but this checkpoint's is non-zero")
+            block = rename(key[: -len("bias")] + "weight", HF)[: -len("qkv.weight")]
+            converted[block + "q_bias"], converted[block + "v_bias"] = q_bias, v_bias
+            continue
+        converted[rename(key, HF, language_model)] = value
+    return converted
+
+
+def read_hf_weights(folder: str | Path) -> Tensors:
+    """Every tensor of an HF checkpoint folder: one `model.safetensors` or the shards its index lists."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weights: Tensors = {}
+        for shard in shards:
+            weights.update(load_file(folder / shard))
+        return weights
+    single = folder / "model.safetensors"
+    if not single.exists():
+        raise FileNotFoundError(f"{folder} has no model.safetensors: is it a saved Hugging Face checkpoint?")
+    return load_file(single)
+
+
+def load_hf_weights_into_lavis(model: nn.Module, folder: str | Path) -> None:
+    """Load an HF checkpoint into a LAVIS BLIP-2; fails on any key the two do not share."""
+    language_model = "t5" if hasattr(model, "t5_model") else "opt"
+    weights = hf_to_lavis(read_hf_weights(folder), language_model)
+    expected = model.state_dict()
+    unexpected = sorted(set(weights) - set(expected))
+    loaded_storage = {expected[key].data_ptr() for key in weights if key in expected}
+    missing = sorted(
+        key
+        for key in set(expected) - set(weights)
+        if not LAVIS_ONLY.match(key) and expected[key].data_ptr() not in loaded_storage  # tied weights
+    )
+    if unexpected or missing:
+        raise ValueError(
+            f"{folder} does not fit LAVIS's {type(model).__name__}: "
+            f"unexpected keys {unexpected[:5]}, missing keys {missing[:5]}"
+        )
+    model.load_state_dict(weights, strict=False)

@@ -1,0 +1,286 @@
+"""The Salesforce LAVIS backend: the BLIP-2 authors' own model classes behind the kit's interface.
+
+A hub id from `helpers.checkpoints` loads through LAVIS's `load_model_and_preprocess`, which downloads
+LAVIS's checkpoint as the LAVIS README shows. A local folder in the Hugging Face layout (the offline
+miniature, a fine-tuned output) is converted on the fly, so both backends run the very same weights.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from helpers.backends import lavis_compat, lm_batches
+from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
+from helpers.backends.convert import lavis_to_hf
+from helpers.backends.hf import ITC_TEMPERATURE, MAX_TEXT_TOKENS
+from helpers.backends.lavis_generate import visual_prompt
+from helpers.backends.lavis_sources import load_from_folder, read_config
+from helpers.checkpoints import by_hf_id
+from helpers.generation import GenerationSettings
+from helpers.precision import Precision
+from helpers.prompts import T5_VQA_TEMPLATE
+
+RETRIEVAL = ("blip2_image_text_matching", "pretrain")
+"""LAVIS's stage-1 model with ITC and ITM heads; `blip2_feature_extractor` is the same class."""
+
+
+def lavis_name_for(location: str) -> tuple[str, str]:
+    """LAVIS's (name, model_type) for a hub id, or for a local HF folder by its architecture."""
+    if not Path(location).is_dir():
+        checkpoint = by_hf_id(location)
+        return checkpoint.lavis_name, checkpoint.lavis_model_type
+    config = read_config(location)
+    if "Blip2ForImageTextRetrieval" in (config.architectures or []):
+        return RETRIEVAL
+    if config.use_decoder_only_language_model:
+        return "blip2_opt", "pretrain_opt2.7b"  # the model type only picks LAVIS's 224-pixel preprocessing
+    return "blip2_t5", "pretrain_flant5xl"
+
+
+def load_lavis(location: str, device: torch.device, bert_tokenizer_folder: str | None = None) -> tuple:
+    """(model, vis_processors, txt_processors) as `load_model_and_preprocess` returns them."""
+    name, model_type = lavis_name_for(location)
+    if Path(location).is_dir():
+        return load_from_folder(
+            name, model_type, location, device, bert_tokenizer_folder=bert_tokenizer_folder
+        )
+    lavis_compat.apply()
+    from lavis.models import load_model_and_preprocess
+
+    return load_model_and_preprocess(name, model_type, is_eval=True, device=device)
+
+
+def place(model: nn.Module, precision: Precision) -> nn.Module:
+    """LAVIS's precision layout: ViT and LM in half precision on a GPU, the Q-Former in fp32 under autocast.
+
+    In fp32 (CPU, or when asked) everything is fp32. The LM takes the kit's chosen dtype, which is never bf16
+    on a GPU without it (T4) and never fp16 for Flan-T5.
+    """
+    model = model.to(precision.device).float()
+    if precision.dtype == torch.float32:
+        return model.eval()
+    model.visual_encoder.half()
+    language_model = getattr(model, "opt_model", None) or getattr(model, "t5_model", None)
+    if language_model is not None:
+        language_model.to(precision.dtype)
+    return model.eval()
+
+
+class LavisBackend(Blip2Backend):
+    """BLIP-2 through LAVIS 1.0.2's Blip2OPT / Blip2T5 and Blip2ITM, made to run by `lavis_compat`."""
+
+    backend_name = "lavis"
+
+    def __init__(
+        self, caption_model: str, retrieval_model: str, precision: Precision, load_in_8bit: bool = False
+    ) -> None:
+        if load_in_8bit:
+            raise ValueError(
+                "the LAVIS backend cannot load 8-bit weights; use backend='hf' for this profile, or a profile "
+                "whose language model fits in 16-bit"
+            )
+        super().__init__(caption_model, retrieval_model, precision)
+        model, vis_processors, _ = load_lavis(caption_model, precision.device, self._bert_tokenizer_folder)
+        self.model = place(model, precision)
+        self.vis_processor = vis_processors["eval"]
+        if hasattr(self.model, "t5_model"):
+            self.vqa_template = T5_VQA_TEMPLATE
+
+    @property
+    def _bert_tokenizer_folder(self) -> str | None:
+        """A generation folder has no BERT tokenizer; LAVIS builds one anyway, so lend the retrieval one."""
+        return self.retrieval_model if Path(self.retrieval_model).is_dir() else None
+
+    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        """LAVIS's `blip_image_eval`: bicubic resize to 224, CLIP mean and std."""
+        return torch.stack([self.vis_processor(image) for image in images]).to(self.precision.device)
+
+    # ---- generation -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self, images: list[Image.Image], prompts: list[str], settings: GenerationSettings
+    ) -> list[str]:
+        return self.model.generate(
+            {"image": self._pixels(images), "prompt": prompts}, **settings.to_lavis_kwargs()
+        )
+
+    # ---- retrieval and features ------------------------------------------------------------------
+    @cached_property
+    def retrieval(self) -> nn.Module:
+        """LAVIS's Blip2ITM: the stage-1 Q-Former with its text side, projections and ITM head."""
+        model, _, _ = load_lavis(self.retrieval_model, self.precision.device)
+        return place(model, self.precision)
+
+    def _tokens(self, texts: list[str]) -> Any:
+        return self.retrieval.tokenizer(
+            texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
+        ).to(self.precision.device)
+
+    def _vision(self, images: list[Image.Image]) -> torch.Tensor:
+        """Frozen ViT features as LAVIS computes them (`ln_vision(visual_encoder(image))`), in fp32."""
+        with self.retrieval.maybe_autocast():
+            embeds = self.retrieval.ln_vision(self.retrieval.visual_encoder(self._pixels(images)))
+        return embeds.float()
+
+    @torch.inference_mode()
+    def image_features(self, images: list[Image.Image]) -> Features:
+        queries, _ = self.retrieval.forward_image(self._pixels(images))
+        return Features(
+            image_embeds=queries, image_embeds_proj=F.normalize(self.retrieval.vision_proj(queries), dim=-1)
+        )
+
+    @torch.inference_mode()
+    def text_features(self, texts: list[str]) -> Features:
+        tokens = self._tokens(texts)
+        hidden = self.retrieval.Qformer.bert(
+            tokens.input_ids, attention_mask=tokens.attention_mask, return_dict=True
+        ).last_hidden_state
+        return Features(
+            text_embeds=hidden, text_embeds_proj=F.normalize(self.retrieval.text_proj(hidden), dim=-1)
+        )
+
+    def _fused_queries(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
+        return self._fuse(self._vision(images), self._tokens(texts))
+
+    def _fuse(self, vision: torch.Tensor, tokens: Any) -> torch.Tensor:
+        """The queries after attending to the image and the text, as Blip2ITM's `match_head="itm"` computes them."""
+        queries = self.retrieval.query_tokens.expand(vision.shape[0], -1, -1)
+        query_mask = torch.ones(queries.shape[:-1], dtype=torch.long, device=vision.device)
+        output = self.retrieval.Qformer.bert(
+            tokens.input_ids,
+            query_embeds=queries,
+            attention_mask=torch.cat([query_mask, tokens.attention_mask], dim=1),
+            encoder_hidden_states=vision,
+            encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
+            return_dict=True,
+        )
+        return output.last_hidden_state[:, : queries.shape[1], :]
+
+    @torch.inference_mode()
+    def multimodal_features(self, images: list[Image.Image], texts: list[str]) -> Features:
+        return Features(multimodal_embeds=self._fused_queries(images, texts))
+
+    @torch.inference_mode()
+    def itm_probabilities(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
+        logits = self.retrieval.itm_head(self._fused_queries(images, texts)).mean(dim=1)
+        return logits.softmax(dim=-1)[:, 1].float()
+
+    # ---- training primitives ----------------------------------------------------------------------
+    def _language_model(self) -> nn.Module:
+        return getattr(self.model, "opt_model", None) or self.model.t5_model
+
+    def lm_loss(
+        self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None = None
+    ) -> torch.Tensor:
+        """LAVIS's Blip2OPT / Blip2T5 `forward` loss, with one prompt per sample masked out of the labels."""
+        if not len(images) == len(prompts) == len(targets) > 0:
+            raise ValueError(
+                f"lm_loss needs one prompt and one target per image; got {len(images)} images, "
+                f"{len(prompts)} prompts, {len(targets)} targets"
+            )
+        model = self.model
+        if hasattr(model, "opt_model"):
+            visual = visual_prompt(model, self._pixels(images), model.opt_proj)
+            batch = lm_batches.decoder_only_batch(
+                model.opt_tokenizer, prompts, targets, max_length, end_id=model.eos_token_id
+            )
+            batch = lm_batches.prepend_visual(batch, visual.shape[1], labelled=True)
+            embeddings = model.opt_model.get_input_embeddings()(batch["input_ids"].to(visual.device))
+            inputs = {"labels": batch["labels"]}
+        else:
+            visual = visual_prompt(model, self._pixels(images), model.t5_proj)
+            batch = lm_batches.encoder_decoder_batch(model.t5_tokenizer, prompts, targets, max_length)
+            batch = lm_batches.prepend_visual(batch, visual.shape[1], labelled=False)
+            embeddings = model.t5_model.encoder.embed_tokens(batch["input_ids"].to(visual.device))
+            inputs = {"labels": batch["labels"]}
+        device = visual.device
+        with model.maybe_autocast():
+            return self._language_model()(
+                inputs_embeds=torch.cat([visual.to(embeddings.dtype), embeddings], dim=1),
+                attention_mask=batch["attention_mask"].to(device),
+                labels=inputs["labels"].to(device),
+                return_dict=True,
+            ).loss
+
+    def retrieval_loss(
+        self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        from helpers.objectives import itc_loss, itm_loss, sample_hard_negatives
+
+        if len(images) != len(texts) or len(images) < 2:
+            raise ValueError(
+                f"retrieval_loss needs as many texts as images and at least 2 pairs (in-batch negatives); "
+                f"got {len(images)} images and {len(texts)} texts"
+            )
+        model = self.retrieval
+        vision = self._vision(images)
+        queries = model.query_tokens.expand(vision.shape[0], -1, -1)
+        query_output = model.Qformer.bert(
+            query_embeds=queries,
+            encoder_hidden_states=vision,
+            encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
+            return_dict=True,
+        ).last_hidden_state
+        image_proj = F.normalize(model.vision_proj(query_output), dim=-1)
+        tokens = self._tokens(texts)
+        text_hidden = model.Qformer.bert(
+            tokens.input_ids, attention_mask=tokens.attention_mask, return_dict=True
+        ).last_hidden_state
+        text_proj = F.normalize(model.text_proj(text_hidden[:, 0, :]), dim=-1)
+        itc, similarity = itc_loss(image_proj, text_proj, ITC_TEMPERATURE)
+        negative_text, negative_image = sample_hard_negatives(similarity.detach(), generator)
+        pair_vision = torch.cat([vision, vision, vision[negative_image]])
+        pair_tokens = {key: torch.cat([value, value[negative_text], value]) for key, value in tokens.items()}
+        logits = model.itm_head(self._fuse(pair_vision, _Tokens(pair_tokens))).mean(dim=1)
+        batch = len(images)
+        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
+        itm = itm_loss(logits, labels)
+        return {"itc": itc, "itm": itm, "total": itc + itm}
+
+    def trainable_parts(self, task: str) -> TrainableParts:
+        if check_task(task) == "retrieval":
+            return TrainableParts(self.retrieval, [self.retrieval.visual_encoder], None)
+        return TrainableParts(self.model, [self.model.visual_encoder], self._language_model())
+
+    def enable_gradient_checkpointing(self, task: str) -> None:
+        root = self.trainable_parts(task).root
+        root.Qformer.config.gradient_checkpointing = True  # LAVIS's Q-Former reads this flag
+        root.visual_encoder.use_checkpoint = True
+        if check_task(task) != "retrieval":
+            self._language_model().gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+
+    def save_pretrained(self, task: str, output_dir: str | Path) -> Path:
+        """Convert to the HF layout, so the result loads in either backend."""
+        from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
+
+        retrieval = check_task(task) == "retrieval"
+        source = self.retrieval_model if retrieval else self.caption_model
+        hf_source = source if Path(source).is_dir() else by_hf_id(source).hf_id
+        model_class = Blip2ForImageTextRetrieval if retrieval else Blip2ForConditionalGeneration
+        lavis_model = self.retrieval if retrieval else self.model
+        language = "t5" if hasattr(lavis_model, "t5_model") else "opt"
+        hf_model = model_class(model_class.config_class.from_pretrained(hf_source))
+        weights = lavis_to_hf(lavis_model.state_dict(), language)
+        result = hf_model.load_state_dict(weights, strict=False)
+        if result.unexpected_keys or set(result.missing_keys) - set(hf_model.all_tied_weights_keys):
+            raise ValueError(f"cannot convert to {model_class.__name__}: {result}")
+        folder = Path(output_dir)
+        hf_model.save_pretrained(folder)
+        Blip2Processor.from_pretrained(hf_source).save_pretrained(folder)
+        return folder
+
+
+class _Tokens(dict):
+    """Tokenizer output as a dict that also answers `.input_ids` and `.attention_mask`, like LAVIS uses it."""
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        return self[name]

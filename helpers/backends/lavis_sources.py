@@ -1,0 +1,167 @@
+"""Build LAVIS BLIP-2 models from a Hugging Face checkpoint folder, with no download.
+
+`load_model_and_preprocess` fetches four things while it builds a BLIP-2: bert-base-uncased's tokenizer and
+config for the Q-Former, the EVA ViT-g weights, the language model (`facebook/opt-2.7b`, `google/flan-t5-xl`)
+and LAVIS's own checkpoint. Inside `supplied_from(folder)` each fetch is answered from an HF-layout folder
+instead (the kit's offline miniature, a toy-world model, a fine-tuned output): the architecture comes from
+the folder's config, the weights from its safetensors converted to LAVIS names. Everything else, LAVIS's
+model classes, its processors and `load_model_and_preprocess` itself, runs unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, BertTokenizer, Blip2Config, OPTForCausalLM, T5ForConditionalGeneration
+
+from helpers.backends import convert, lavis_compat
+
+EVA_LAYER_NORM_EPS = 1e-6
+"""LAVIS's EVA ViT normalises with eps 1e-6; a checkpoint with another eps cannot be rebuilt exactly."""
+
+
+class _Supplier:
+    """Answers `X.from_pretrained(...)` with a prepared object, whatever name LAVIS asks for."""
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+
+    def from_pretrained(self, *args: Any, **kwargs: Any) -> Any:
+        return self._build(**kwargs)
+
+
+def read_config(folder: str | Path) -> Blip2Config:
+    config = Blip2Config.from_pretrained(folder)
+    eps = config.vision_config.layer_norm_eps
+    if eps != EVA_LAYER_NORM_EPS:
+        raise ValueError(f"{folder}: vision layer_norm_eps={eps}; LAVIS's EVA ViT needs {EVA_LAYER_NORM_EPS}")
+    return config
+
+
+def _bert_config(config: Blip2Config) -> Any:
+    """LAVIS's Q-Former is a BERT; its config carries the same sizes as HF's Blip2QFormerConfig."""
+    from lavis.models.blip2_models.Qformer import BertConfig
+
+    qformer = config.qformer_config
+    return BertConfig(
+        vocab_size=qformer.vocab_size,
+        hidden_size=qformer.hidden_size,
+        num_hidden_layers=qformer.num_hidden_layers,
+        num_attention_heads=qformer.num_attention_heads,
+        intermediate_size=qformer.intermediate_size,
+        hidden_act=qformer.hidden_act,
+        hidden_dropout_prob=qformer.hidden_dropout_prob,
+        attention_probs_dropout_prob=qformer.attention_probs_dropout_prob,
+        max_position_embeddings=qformer.max_position_embeddings,
+        layer_norm_eps=qformer.layer_norm_eps,
+        pad_token_id=qformer.pad_token_id,
+        initializer_range=qformer.initializer_range,
+    )
+
+
+def _vision_encoder(
+    config: Blip2Config, img_size: int, drop_path_rate: float, use_checkpoint: bool
+) -> nn.Module:
+    """LAVIS's EVA VisionTransformer with the folder's sizes, as `create_eva_vit_g` builds ViT-g."""
+    from lavis.models.eva_vit import VisionTransformer
+
+    vision = config.vision_config
+    if img_size != vision.image_size:
+        raise ValueError(
+            f"LAVIS asked for {img_size}-pixel images; the checkpoint's ViT takes {vision.image_size}"
+        )
+    return VisionTransformer(
+        img_size=img_size,
+        patch_size=vision.patch_size,
+        use_mean_pooling=False,
+        embed_dim=vision.hidden_size,
+        depth=vision.num_hidden_layers,
+        num_heads=vision.num_attention_heads,
+        mlp_ratio=vision.intermediate_size / vision.hidden_size,
+        qkv_bias=True,
+        drop_path_rate=drop_path_rate,
+        norm_layer=partial(nn.LayerNorm, eps=EVA_LAYER_NORM_EPS),
+        use_checkpoint=use_checkpoint,
+    )
+
+
+def _match_projection_width(model: nn.Module, width: int) -> None:
+    """LAVIS's `from_config` always builds 256-wide ITC projections (ViT-g's); a miniature may use fewer."""
+    for name in ("vision_proj", "text_proj"):
+        projection = getattr(model, name, None)
+        if projection is not None and projection.out_features != width:
+            setattr(model, name, nn.Linear(projection.in_features, width))
+
+
+@contextlib.contextmanager
+def supplied_from(
+    folder: str | Path, bert_tokenizer_folder: str | Path | None = None
+) -> Iterator[Blip2Config]:
+    """While active, LAVIS builds BLIP-2 models from `folder` instead of downloading.
+
+    `bert_tokenizer_folder` holds the Q-Former's BERT tokenizer when `folder` is a generation checkpoint
+    (whose tokenizer is the language model's); LAVIS builds one for every BLIP-2 but uses it only on the
+    Q-Former's text side.
+    """
+    lavis_compat.apply()
+    from lavis.models import base_model
+    from lavis.models.blip2_models import Qformer, blip2, blip2_opt, blip2_t5
+
+    folder = Path(folder)
+    config = read_config(folder)
+    bert_tokenizer = BertTokenizer.from_pretrained(bert_tokenizer_folder or folder)
+
+    def language_model(model_class: type[nn.Module]) -> Any:
+        return _Supplier(lambda **kwargs: model_class(config.text_config))
+
+    def load_weights(model: nn.Module, cfg: Any, **kwargs: Any) -> None:
+        _match_projection_width(model, config.image_text_hidden_size)
+        # LAVIS's ln_vision uses torch's default eps (1e-5); the HF layout declares the ViT's (1e-6) for it.
+        model.ln_vision.eps = config.vision_config.layer_norm_eps
+        convert.load_hf_weights_into_lavis(model, folder)
+
+    replacements = [
+        (blip2, "BertTokenizer", _Supplier(lambda **kwargs: bert_tokenizer)),
+        (blip2, "BertConfig", _Supplier(lambda **kwargs: _bert_config(config))),
+        (blip2, "BertLMHeadModel", _Supplier(lambda config, **kwargs: Qformer.BertLMHeadModel(config))),
+        (
+            blip2,
+            "create_eva_vit_g",
+            lambda img_size, drop, ckpt, precision: _vision_encoder(config, img_size, drop, ckpt),
+        ),
+        (
+            blip2_opt,
+            "AutoTokenizer",
+            _Supplier(lambda **kwargs: AutoTokenizer.from_pretrained(folder, use_fast=False)),
+        ),
+        (blip2_opt, "OPTForCausalLM", language_model(OPTForCausalLM)),
+        (blip2_t5, "T5TokenizerFast", _Supplier(lambda **kwargs: AutoTokenizer.from_pretrained(folder))),
+        (blip2_t5, "T5Config", _Supplier(lambda **kwargs: config.text_config)),
+        (blip2_t5, "T5ForConditionalGeneration", language_model(T5ForConditionalGeneration)),
+        (base_model.BaseModel, "load_checkpoint_from_config", load_weights),
+    ]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in replacements]
+    try:
+        for owner, name, value in replacements:
+            setattr(owner, name, value)
+        yield config
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
+def load_from_folder(
+    name: str, model_type: str, folder: str | Path, device: torch.device, **kwargs: Any
+) -> tuple:
+    """`load_model_and_preprocess(name, model_type, is_eval=True, device)` answered from `folder`."""
+    lavis_compat.apply()
+    from lavis.models import load_model_and_preprocess
+
+    with supplied_from(folder, **kwargs):
+        return load_model_and_preprocess(name, model_type, is_eval=True, device=device)
