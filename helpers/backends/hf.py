@@ -88,8 +88,13 @@ class HFBackend(Blip2Backend):
     # ---- retrieval and features ------------------------------------------------------------------
     @cached_property
     def retrieval(self) -> Blip2ForImageTextRetrieval:
-        """The stage-1 Q-Former with its text side, projections and ITM head."""
-        return Blip2ForImageTextRetrieval.from_pretrained(self.retrieval_model, **self._placement()).eval()
+        """The stage-1 Q-Former with its text side, projections and ITM head.
+
+        Loaded on first use, often from inside an inference-mode method: inference mode is switched off
+        while loading, or its parameters would be inference tensors that training cannot use.
+        """
+        with torch.inference_mode(False):
+            return Blip2ForImageTextRetrieval.from_pretrained(self.retrieval_model, **self._placement()).eval()
 
     @cached_property
     def retrieval_processor(self) -> Blip2Processor:
