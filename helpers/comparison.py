@@ -262,14 +262,14 @@ def compare_with_paper(
 
 def format_table(rows: Sequence[ComparisonRow]) -> str:
     """A plain-text table: paper number, this run with its 95% interval and N, and the difference."""
-    header = f"{'dataset':<24}{'metric':<10}{'paper':>8}{'this run':>10}{'95% CI':>18}{'N':>6}{'diff':>9}  paper model"
+    header = f"{'dataset':<36}{'metric':<10}{'paper':>8}{'this run':>10}{'95% CI':>18}{'N':>6}{'diff':>9}  paper model"
     lines = [header, "-" * len(header)]
     for row in rows:
         paper = "-" if row.paper is None else f"{row.paper:.1f}"
         diff = "-" if row.difference is None else f"{row.difference:+.1f}"
         stand_in = "" if row.same_model else " (stand-in: not the model that ran)"
         lines.append(
-            f"{row.dataset:<24}{row.metric:<10}{paper:>8}{row.this_run:>10.1f}"
+            f"{row.dataset:<36}{row.metric:<10}{paper:>8}{row.this_run:>10.1f}"
             f"{f'[{row.ci_low:.1f}, {row.ci_high:.1f}]':>18}{row.n:>6}{diff:>9}  {row.paper_model}{stand_in}"
         )
     return "\n".join(lines)

@@ -180,3 +180,13 @@ def test_writers_round_trip_through_the_loaders(tmp_path):
         c.references for c in captions
     ]
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files behind
+
+
+def test_offline_benchmark_goes_through_the_official_loaders(tmp_path):
+    from helpers.benchmarks import offline_benchmarks
+
+    data = offline_benchmarks(tmp_path)
+    assert len(data.captions) == len(sample_names()) and len(data.vqa) == 2 * len(sample_names())
+    assert all(len(example.answers) == 10 for example in data.vqa)
+    assert data.retrieval.image_texts[0] == [0, 1]
+    assert json.loads((tmp_path / "questions.json").read_text())["questions"][0]["image_id"] == 0
