@@ -19,11 +19,12 @@ from torch.nn import functional as F
 from helpers.backends import lavis_compat, lm_batches
 from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
 from helpers.backends.convert import lavis_to_hf
-from helpers.backends.hf import ITC_TEMPERATURE, MAX_TEXT_TOKENS
+from helpers.backends.hf import MAX_TEXT_TOKENS
 from helpers.backends.lavis_generate import visual_prompt
 from helpers.backends.lavis_sources import load_from_folder, read_config
 from helpers.checkpoints import by_hf_id
 from helpers.generation import GenerationSettings
+from helpers.objectives import ITC_TEMPERATURE, itc_loss, itm_loss, sample_hard_negatives
 from helpers.precision import Precision
 from helpers.prompts import T5_VQA_TEMPLATE
 
@@ -114,9 +115,13 @@ class LavisBackend(Blip2Backend):
     # ---- retrieval and features ------------------------------------------------------------------
     @cached_property
     def retrieval(self) -> nn.Module:
-        """LAVIS's Blip2ITM: the stage-1 Q-Former with its text side, projections and ITM head."""
-        model, _, _ = load_lavis(self.retrieval_model, self.precision.device)
-        return place(model, self.precision)
+        """LAVIS's Blip2ITM: the stage-1 Q-Former with its text side, projections and ITM head.
+
+        Loaded on first use with inference mode off, so that training can use its parameters.
+        """
+        with torch.inference_mode(False):
+            model, _, _ = load_lavis(self.retrieval_model, self.precision.device)
+            return place(model, self.precision)
 
     def _tokens(self, texts: list[str]) -> Any:
         return self.retrieval.tokenizer(
@@ -212,8 +217,6 @@ class LavisBackend(Blip2Backend):
     def retrieval_loss(
         self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        from helpers.objectives import itc_loss, itm_loss, sample_hard_negatives
-
         if len(images) != len(texts) or len(images) < 2:
             raise ValueError(
                 f"retrieval_loss needs as many texts as images and at least 2 pairs (in-batch negatives); "
