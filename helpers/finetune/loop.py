@@ -242,8 +242,12 @@ class _Run:
         )
         for epoch in range(progress.epoch, config.epochs):
             skip = progress.batches_done if epoch == progress.epoch else 0
+            # accelerate's loaders re-apply their own epoch counter to the sampler when iteration starts,
+            # and a loader made by skip_first_batches starts that counter at 0: set it on every one.
+            loader.set_epoch(epoch)
             sampler.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            batches.set_epoch(epoch)
             self.trainable.train_mode()
             window: list[dict[str, float]] = []
             for index, batch in enumerate(batches, start=skip):
