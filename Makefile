@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 BUILD := build
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean figures
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ run: $(STAMP)
 # Unit tests, papermill runs of every notebook, nbval on every notebook, lint and hygiene.
 test: $(STAMP)
 	BLIP2_PROFILE=offline $(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+# Every figure of figures/ (README and notebook diagrams), redrawn byte for byte from the real architectures.
+figures: $(STAMP)
+	$(BIN)/python -m helpers.figures figures
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

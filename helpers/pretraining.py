@@ -113,20 +113,10 @@ def stage1_losses(
         ).last_hidden_state
 
     if "itc" in wanted or "itm" in wanted:
-        text_output = model.qformer(
-            query_embeds=model.embeddings(input_ids=input_ids),
-            query_length=0,
-            attention_mask=extended_attention_mask(
-                qformer_attention_mask("itc", 0, attention_mask), mask_dtype
-            ),
-        ).last_hidden_state
         image_proj = F.normalize(
             model.vision_projection(query_output.to(model.vision_projection.weight.dtype)), dim=-1
         )
-        text_proj = F.normalize(
-            model.text_projection(text_output[:, 0].to(model.text_projection.weight.dtype)), dim=-1
-        )
-        loss, similarity = itc_loss(image_proj, text_proj, temperature)
+        loss, similarity = itc_loss(image_proj, _text_proj(model, input_ids, attention_mask), temperature)
         if "itc" in wanted:
             losses["itc"] = loss
         if "itm" in wanted:
@@ -134,6 +124,41 @@ def stage1_losses(
 
     losses["total"] = torch.stack([losses[name] for name in STAGE1_OBJECTIVES if name in losses]).sum()
     return losses
+
+
+def itc_logits(
+    model: Blip2ForImageTextRetrieval,
+    pixel_values: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    temperature: torch.Tensor | float = ITC_TEMPERATURE,
+) -> torch.Tensor:
+    """The (B, B) image->text ITC logits stage 1 trains and draws hard negatives from (cosine / temperature)."""
+    _check_text(input_ids, attention_mask, pixel_values.shape[0])
+    image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
+    queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
+    query_output = model.qformer(
+        query_embeds=queries, query_length=queries.shape[1], encoder_hidden_states=image_embeds
+    ).last_hidden_state
+    image_proj = F.normalize(
+        model.vision_projection(query_output.to(model.vision_projection.weight.dtype)), dim=-1
+    )
+    return itc_loss(image_proj, _text_proj(model, input_ids, attention_mask), temperature)[1]
+
+
+def _text_proj(
+    model: Blip2ForImageTextRetrieval, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """The normalised [CLS] projections of the text alone (the ITC mask's text block)."""
+    mask = qformer_attention_mask("itc", 0, attention_mask)
+    text_output = model.qformer(
+        query_embeds=model.embeddings(input_ids=input_ids),
+        query_length=0,
+        attention_mask=extended_attention_mask(mask, model.qformer.layernorm.weight.dtype),
+    ).last_hidden_state
+    return F.normalize(
+        model.text_projection(text_output[:, 0].to(model.text_projection.weight.dtype)), dim=-1
+    )
 
 
 def _itm(

@@ -24,7 +24,8 @@ from transformers import (
 
 from helpers import offline
 from helpers.anatomy import extended_attention_mask, qformer_attention_mask
-from helpers.pretraining import freeze_for_stage, make_itg_head, stage1_losses, stage2_loss
+from helpers.pretraining import freeze_for_stage, itc_logits, make_itg_head, stage1_losses, stage2_loss
+from helpers.pretraining_run import load_stage, train_stage1, train_stage2
 
 TEXTS = ["a photo of a cat on a couch", "a rocket", "a cup of coffee on a table", "two dogs"]
 
@@ -319,8 +320,33 @@ def test_stage2_loss_matches_transformers_on_t5_and_freezes_llm() -> None:
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
     freeze_for_stage(model, 2)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert {name.split(".")[0] for name in trainable} == {"vision_model", "query_tokens", "qformer", "language_projection"}
+    assert {name.split(".")[0] for name in trainable} == {
+        "vision_model",
+        "query_tokens",
+        "qformer",
+        "language_projection",
+    }
     assert {name for name in trainable if name.startswith("vision_model")} == {
         "vision_model.post_layernorm.weight",
         "vision_model.post_layernorm.bias",
     }
+
+
+def test_itc_logits_equal_hf_contrastive_scores_over_temperature(retrieval, batch) -> None:
+    model, _ = retrieval
+    with torch.no_grad():
+        ours = itc_logits(model, **batch, temperature=0.07)
+        theirs = model(**batch, use_image_text_matching_head=False).logits_per_image
+    assert torch.allclose(ours * 0.07, theirs, atol=1e-5)
+
+
+def test_a_short_run_of_both_stages_records_every_loss(samples) -> None:
+    stage1 = load_stage(1, "offline")
+    assert all(p.dtype == torch.float32 for p in stage1.trainable_parameters())
+    assert not any(p.requires_grad for p in stage1.model.vision_model.encoder.parameters())
+    history = train_stage1(stage1, [*samples, samples[0]], TEXTS, steps=2, lr=1e-3)
+    assert set(history) == {"itc", "itm", "itg", "total"} and all(len(v) == 2 for v in history.values())
+    stage2 = load_stage(2, "offline")
+    assert train_stage2(stage2, samples[:2], TEXTS[:2], steps=2, lr=1e-3).keys() == {"lm"}
+    with pytest.raises(ValueError, match="8 bits"):
+        load_stage(2, "t4-flan-t5")

@@ -1,0 +1,66 @@
+"""Regenerate every figure of figures/ (the README's and the notebooks' diagrams): `make figures`.
+
+Each figure is drawn by the same helpers the notebooks call, from counts of the real architectures, and
+saved as a PNG without a timestamp or software tag, so an unchanged figure is rewritten byte for byte.
+Run as `python -m helpers.figures [folder]`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import torch
+from matplotlib.figure import Figure
+
+from helpers import diagrams, viz_pretraining
+from helpers.variants import STAGE1_VARIANT, count_variant, meta_model
+
+EXAMPLE_TOKENS = ["[CLS]", "a", "cat", "on", "a", "sofa", "[SEP]", "[PAD]"]
+"""The text of the mask figure: one padding token shows that padding is never attended to."""
+
+
+def _masks() -> Figure:
+    text_mask = torch.tensor([[1] * (len(EXAMPLE_TOKENS) - 1) + [0]])
+    return viz_pretraining.attention_masks(32, EXAMPLE_TOKENS, text_mask)
+
+
+FIGURES: dict[str, Callable[[], Figure]] = {
+    "architecture.png": lambda: diagrams.architecture(count_variant("blip2-opt-2.7b")),
+    "qformer_layers.png": lambda: diagrams.qformer_layers(meta_model(STAGE1_VARIANT).qformer, 32),
+    "stage1.png": lambda: diagrams.stage1(count_variant(STAGE1_VARIANT)),
+    "stage2.png": lambda: diagrams.stage2(count_variant("blip2-opt-2.7b"), count_variant("blip2-flan-t5-xl")),
+    "attention_masks.png": _masks,
+}
+"""File name -> the call that draws it."""
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
+    """Write a PNG atomically (temp file, then rename), with no metadata that changes between runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        fig.savefig(temporary, dpi=dpi, metadata={"Software": None}, facecolor="white")
+        os.chmod(temporary, 0o644)  # mkstemp creates files readable by the owner only
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_figures(folder: Path) -> list[Path]:
+    """Draw and save every figure of FIGURES into `folder`."""
+    return [save_figure(draw(), folder / name) for name, draw in FIGURES.items()]
+
+
+if __name__ == "__main__":
+    matplotlib.use("Agg")  # headless: no window, and the same rendering everywhere
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "figures")
+    for written in write_figures(target):
+        print(written)
