@@ -284,11 +284,11 @@ class HFBackend(Blip2Backend):
         return {"itc": itc, "itm": itm, "total": itc + itm}
 
     def trainable_parts(self, task: str) -> TrainableParts:
-        if check_task(task) == "retrieval":
-            model = self.retrieval
-            return TrainableParts(model, [model.vision_model.embeddings, model.vision_model.encoder], None)
-        vision = self.model.vision_model
-        return TrainableParts(self.model, [vision.embeddings, vision.encoder], self.model.language_model)
+        model = self.retrieval if check_task(task) == "retrieval" else self.model
+        vision = model.vision_model
+        _keep_key_bias_zero(vision)
+        language_model = None if task == "retrieval" else self.model.language_model
+        return TrainableParts(model, [vision.embeddings, vision.encoder], language_model)
 
     def enable_gradient_checkpointing(self, task: str) -> None:
         root = self.trainable_parts(task).root
@@ -314,3 +314,20 @@ def _pad_right(sequences: list[list[int]], value: int) -> tuple[torch.Tensor, to
         ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
         mask[row, : len(sequence)] = 1
     return ids, mask
+
+
+def _keep_key_bias_zero(vision: torch.nn.Module) -> None:
+    """EVA-ViT has no key bias, but HF keeps q, k and v biases in one `qkv.bias` whose key third starts at 0.
+
+    Masking that third's gradient keeps it 0 when the ViT trains (biases get no weight decay), so the
+    checkpoint stays an EVA-ViT that LAVIS can load.
+    """
+    for layer in vision.encoder.layers:
+        bias = layer.self_attn.qkv.bias
+        if bias is None or getattr(bias, "_key_bias_masked", False):
+            continue
+        width = bias.shape[0] // 3
+        keep = torch.ones(bias.shape[0], device=bias.device)
+        keep[width : 2 * width] = 0
+        bias.register_hook(lambda grad, keep=keep: grad * keep.to(grad.dtype))
+        bias._key_bias_masked = True
