@@ -226,6 +226,42 @@ def paper_comparison(rows: Sequence[Any], title: str = "This run against the pap
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+def training_curves(history: Sequence[dict[str, Any]], title: str = "Fine-tuning") -> Figure:
+    """Training loss per step (and its ITC/ITM parts), learning rate, and validation metrics per epoch.
+
+    `history` is `TrainingResult.history`, or the records of a run's `log.jsonl`.
+    """
+    steps = [record for record in history if "loss" in record]
+    validation = [record for record in history if record.get("split") == "val"]
+    panels = 2 if validation else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.6), squeeze=False)
+    loss_ax = axes[0][0]
+    x = [record["step"] for record in steps]
+    for key in ("loss", "itc", "itm"):
+        if steps and key in steps[0]:
+            loss_ax.plot(
+                x, [record[key] for record in steps], marker=".", label="total" if key == "loss" else key
+            )
+    loss_ax.set_xlabel("optimizer step")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.set_title(title)
+    loss_ax.legend(loc="upper right", fontsize=8)
+    lr_ax = loss_ax.twinx()
+    lr_ax.plot(x, [record["lr"] for record in steps], color="#999999", linestyle=":", label="learning rate")
+    lr_ax.set_ylabel("learning rate", color="#777777")
+    if validation:
+        metric_ax = axes[0][1]
+        metrics = [key for key in validation[0] if key not in ("step", "epoch", "split")]
+        epochs = [record["epoch"] + 1 for record in validation]
+        for key in metrics:
+            metric_ax.plot(epochs, [record[key] for record in validation], marker="o", label=key)
+        metric_ax.set_xlabel("epoch")
+        metric_ax.set_title("validation")
+        metric_ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig)
+
+
 def _finish(fig: Figure) -> Figure:
     """Detach the figure from pyplot so Jupyter displays it once, as the returned value."""
     plt.close(fig)

@@ -15,6 +15,7 @@ from helpers.finetune import LoraSettings, ManifestError, TrainingConfig, train
 from helpers.finetune.checkpoints import latest_checkpoint
 from helpers.finetune.trainable import prepare_trainable
 from helpers.loading import BACKENDS
+from helpers.viz import training_curves
 
 NAMES = ("cat", "rocket", "coffee", "astronaut")
 
@@ -119,6 +120,9 @@ def test_caption_run_validates_logs_and_saves_a_model_every_backend_loads(datase
     assert [record["epoch"] for record in validation] == [0, 1] and "CIDEr" in validation[0]
     logged = [json.loads(line) for line in (config.output_dir / "log.jsonl").read_text().splitlines()]
     assert logged == result.history
+    assert (config.output_dir / "training.png").stat().st_size > 0
+    figure = training_curves(result.history)
+    assert len(figure.axes[0].lines) == 1 and len(figure.axes[0].lines[0].get_xdata()) == 4  # loss per step
     assert [p.name for p in (config.output_dir / "checkpoints").iterdir()] == [
         "step-0000004",
         "step-0000003",

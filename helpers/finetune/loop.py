@@ -33,8 +33,10 @@ from helpers.finetune.manifests import Manifest, read_manifest
 from helpers.finetune.trainable import LoraSettings, Trainable, prepare_trainable
 from helpers.finetune.validation import validate
 from helpers.generation import GenerationSettings
+from helpers.viz import training_curves
 
 LOG_FILE = "log.jsonl"
+FIGURE_FILE = "training.png"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
 
@@ -184,6 +186,7 @@ def train(
     if accelerator.is_main_process:
         trainable.merge_lora()
         _save_model(model, config.task, output_dir)
+        _save_figure(log.records, output_dir / FIGURE_FILE)
     accelerator.wait_for_everyone()
     return TrainingResult(output_dir, log.records, run.step)
 
@@ -365,6 +368,13 @@ def _write_atomically(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
+    os.replace(temporary, path)
+
+
+def _save_figure(history: list[dict[str, Any]], path: Path) -> None:
+    """The loss and validation curves next to the model, written under a temporary name first."""
+    temporary = path.with_name(f".{path.name}")
+    training_curves(history).savefig(temporary, format="png", dpi=100)
     os.replace(temporary, path)
 
 
