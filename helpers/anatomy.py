@@ -75,19 +75,25 @@ def extended_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
 def recorded_cross_attentions(qformer: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Collect, while active, each cross-attention layer's probabilities (B, heads, queries, image tokens).
 
-    Computed in a forward hook from the layer's own query and key projections, so it works whatever
-    attention kernel the model runs (SDPA never materialises the probabilities). The image features carry
-    no mask, as in every BLIP-2 forward.
+    `qformer` is transformers' `Blip2QFormerModel` or LAVIS's Q-Former BERT (`model.Qformer.bert`): both
+    keep their layers in `encoder.layer`, and their cross-attention projections under
+    `crossattention.attention` (transformers) or `crossattention.self` (LAVIS). The probabilities are
+    computed in a forward hook from the layer's own query and key projections, so they do not depend on the
+    attention kernel (SDPA never materialises them). Image features carry no mask in BLIP-2.
     """
     records: list[torch.Tensor] = []
 
-    def record(module: nn.Module, _args: tuple, kwargs: dict, _output: object) -> None:
-        records.append(
-            _attention_probabilities(module, kwargs["hidden_states"], kwargs["encoder_hidden_states"])
-        )
+    def record(module: nn.Module, args: tuple, kwargs: dict, _output: object) -> None:
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        # LAVIS passes (hidden_states, attention_mask, head_mask, encoder_hidden_states, ...) positionally.
+        image = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[3]
+        records.append(_attention_probabilities(module, hidden, image))
 
-    layers = [layer.crossattention.attention for layer in qformer.encoder.layer if layer.has_cross_attention]
-    handles = [layer.register_forward_hook(record, with_kwargs=True) for layer in layers]
+    layers = [layer.crossattention for layer in qformer.encoder.layer if layer.has_cross_attention]
+    if not layers:
+        raise ValueError(f"{type(qformer).__name__} has no cross-attention layer; pass the Q-Former itself")
+    attention = [getattr(layer, "attention", None) or layer.self for layer in layers]
+    handles = [module.register_forward_hook(record, with_kwargs=True) for module in attention]
     try:
         yield records
     finally:
@@ -97,6 +103,7 @@ def recorded_cross_attentions(qformer: nn.Module) -> Iterator[list[torch.Tensor]
 
 def _attention_probabilities(module: nn.Module, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     heads, width = module.num_attention_heads, module.attention_head_size
+    scaling = getattr(module, "scaling", width**-0.5)
     q = module.query(queries).unflatten(-1, (heads, width)).transpose(1, 2)
     k = module.key(keys.to(queries.dtype)).unflatten(-1, (heads, width)).transpose(1, 2)
-    return (q @ k.transpose(-1, -2) * module.scaling).softmax(dim=-1)
+    return (q @ k.transpose(-1, -2) * scaling).softmax(dim=-1)

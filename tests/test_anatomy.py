@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
@@ -48,3 +49,29 @@ def test_recording_stops_when_the_context_ends(samples) -> None:
         count = len(records)
         model.get_image_features(pixel_values=pixels)
     assert count == model.config.qformer_config.num_hidden_layers // 2 and len(records) == count
+
+
+def test_recorded_cross_attentions_read_lavis_qformer_too() -> None:
+    """LAVIS's Q-Former BERT (what the LAVIS backend runs) passes its arguments positionally: same numbers."""
+    from helpers.backends import lavis_compat
+
+    lavis_compat.apply()
+    qformer = pytest.importorskip("lavis.models.blip2_models.Qformer")
+    config = qformer.BertConfig(
+        hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128
+    )
+    config.encoder_width, config.add_cross_attention, config.cross_attention_freq, config.query_length = (
+        48,
+        True,
+        2,
+        8,
+    )
+    model = qformer.BertModel(config, add_pooling_layer=False).eval()
+    queries, image = torch.randn(2, 8, 64), torch.randn(2, 10, 48)
+    with torch.no_grad(), recorded_cross_attentions(model) as ours:
+        output = model(
+            query_embeds=queries, encoder_hidden_states=image, output_attentions=True, return_dict=True
+        )
+    theirs = [output.cross_attentions[index] for index in (0, 2)]  # LAVIS records them on layers 0 and 2
+    assert len(ours) == 2
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, theirs, strict=True))
