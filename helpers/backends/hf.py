@@ -17,6 +17,7 @@ from PIL import Image
 from torch.nn import functional as F
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
+from helpers.anatomy import recorded_cross_attentions
 from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
 from helpers.generation import GenerationSettings
 from helpers.objectives import ITC_TEMPERATURE, itc_loss, itm_loss, sample_hard_negatives
@@ -171,6 +172,14 @@ class HFBackend(Blip2Backend):
         fused = self._fused_queries(images, texts).to(self.retrieval.itm_head.weight.dtype)
         logits = self.retrieval.itm_head(fused).mean(dim=1)  # average the 32 queries' logits, as LAVIS does
         return logits.softmax(dim=-1)[:, 1].float()
+
+    @torch.inference_mode()
+    def cross_attentions(self, images: list[Image.Image]) -> torch.Tensor:
+        pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.model.device, self.model.vision_model.dtype)
+        with recorded_cross_attentions(self.model.qformer) as records:
+            self.model.get_image_features(pixel_values=pixels)
+        return torch.stack(records).float().cpu()
 
     # ---- training primitives ---------------------------------------------------------------------
     def lm_loss(
