@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
 from helpers.anatomy import recorded_cross_attentions
+from helpers.backends import lm_batches
 from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
 from helpers.generation import GenerationSettings
 from helpers.objectives import ITC_TEMPERATURE, itc_loss, itm_loss, sample_hard_negatives
@@ -26,9 +27,6 @@ from helpers.prompts import T5_VQA_TEMPLATE
 
 MAX_TEXT_TOKENS = 35
 """LAVIS's `max_txt_len` for the Q-Former's text side: longer texts are truncated, as in the paper's runs."""
-
-IGNORE_INDEX = -100
-"""Label value the cross-entropy skips: image placeholders, prompt tokens and padding."""
 
 
 def pil_processor_kwargs() -> dict[str, Any]:
@@ -95,7 +93,9 @@ class HFBackend(Blip2Backend):
         while loading, or its parameters would be inference tensors that training cannot use.
         """
         with torch.inference_mode(False):
-            return Blip2ForImageTextRetrieval.from_pretrained(self.retrieval_model, **self._placement()).eval()
+            return Blip2ForImageTextRetrieval.from_pretrained(
+                self.retrieval_model, **self._placement()
+            ).eval()
 
     @cached_property
     def retrieval_processor(self) -> Blip2Processor:
@@ -198,64 +198,33 @@ class HFBackend(Blip2Backend):
             batch = self._encoder_decoder_batch(prompts, targets, max_length)
         return self.model(pixel_values=pixels, **batch).loss
 
-    def _image_placeholders(self) -> list[int]:
-        """The query outputs replace these tokens, which precede everything else, as the processor puts them."""
-        return [self.model.config.image_token_id] * self.processor.num_query_tokens
-
-    def _target_ids(self, prompt: str, target: str, room: int | None) -> list[int]:
-        """Target tokens plus end-of-sequence; a space separates the target from a non-empty prompt."""
-        tokenizer = self.processor.tokenizer
-        text = f" {target}" if prompt and not prompt.endswith(" ") else target
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if room is not None:
-            ids = ids[: max(room - 1, 0)]
-        return [*ids, tokenizer.eos_token_id]
+    def _end_token(self) -> int:
+        """The token generation stops at, which every target ends with (a newline for Salesforce's OPT, as in LAVIS)."""
+        return self.model.config.text_config.eos_token_id
 
     def _decoder_only_batch(
         self, prompts: list[str], targets: list[str], max_length: int | None
     ) -> dict[str, torch.Tensor]:
-        """[image placeholders][BOS prompt][target EOS][pad]: only the target and EOS carry labels."""
+        """[image placeholders][BOS prompt][target END][pad]: only the target and END carry labels."""
         tokenizer = self.processor.tokenizer
-        sequences, labels = [], []
-        for prompt, target in zip(prompts, targets, strict=True):
-            prompt_ids = self._image_placeholders() + tokenizer(prompt)["input_ids"]
-            room = (
-                None
-                if max_length is None
-                else max_length - (len(prompt_ids) - len(self._image_placeholders()))
-            )
-            target_ids = self._target_ids(prompt, target, room)
-            sequences.append(prompt_ids + target_ids)
-            labels.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
-        input_ids, attention_mask = _pad_right(sequences, tokenizer.pad_token_id)
-        label_ids, _ = _pad_right(labels, IGNORE_INDEX)
-        device = self.model.device
-        return {
-            "input_ids": input_ids.to(device),
-            "attention_mask": attention_mask.to(device),
-            "labels": label_ids.to(device),
-        }
+        batch = lm_batches.decoder_only_batch(tokenizer, prompts, targets, max_length, self._end_token())
+        return self._with_placeholders(batch, labelled=True)
 
     def _encoder_decoder_batch(
         self, prompts: list[str], targets: list[str], max_length: int | None
     ) -> dict[str, torch.Tensor]:
         """Flan-T5: the encoder reads [image placeholders][prompt EOS], the decoder learns [target EOS]."""
-        tokenizer = self.processor.tokenizer
-        sources = [
-            self._image_placeholders()
-            + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            + [tokenizer.eos_token_id]
-            for prompt in prompts
-        ]
-        answers = [self._target_ids("", target, max_length) for target in targets]
-        input_ids, attention_mask = _pad_right(sources, tokenizer.pad_token_id)
-        labels, _ = _pad_right(answers, IGNORE_INDEX)
-        device = self.model.device
-        return {
-            "input_ids": input_ids.to(device),
-            "attention_mask": attention_mask.to(device),
-            "labels": labels.to(device),
-        }
+        batch = lm_batches.encoder_decoder_batch(self.processor.tokenizer, prompts, targets, max_length)
+        return self._with_placeholders(batch, labelled=False)
+
+    def _with_placeholders(self, batch: dict[str, torch.Tensor], labelled: bool) -> dict[str, torch.Tensor]:
+        """The query outputs replace these tokens, which precede everything else, as the processor puts them."""
+        queries = self.processor.num_query_tokens
+        rows = batch["input_ids"].shape[0]
+        placeholders = torch.full((rows, queries), self.model.config.image_token_id, dtype=torch.long)
+        widened = lm_batches.prepend_visual(batch, queries, labelled)
+        widened["input_ids"] = torch.cat([placeholders, batch["input_ids"]], dim=1)
+        return {key: value.to(self.model.device) for key, value in widened.items()}
 
     def retrieval_loss(
         self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
@@ -312,17 +281,6 @@ class HFBackend(Blip2Backend):
             self.model.save_pretrained(folder)
             self.processor.save_pretrained(folder)
         return folder
-
-
-def _pad_right(sequences: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack token lists padded on the right with `value`, and the matching attention mask."""
-    width = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), width), value, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, : len(sequence)] = 1
-    return ids, mask
 
 
 def _keep_key_bias_zero(vision: torch.nn.Module) -> None:
