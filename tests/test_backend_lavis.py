@@ -202,3 +202,9 @@ def test_optional_imports_are_stood_in_only_when_missing():
         module = sys.modules.get(package)
         if module is not None and not isinstance(module, lavis_compat._AbsentModule):
             assert module.__spec__ is not None  # a real installed package was left alone
+
+
+def test_cross_attention_maps_match(offline_model, lavis_model, samples):
+    hf_maps, lavis_maps = offline_model.cross_attentions(samples), lavis_model.cross_attentions(samples)
+    assert hf_maps.shape == lavis_maps.shape
+    assert torch.allclose(hf_maps, lavis_maps, atol=TOLERANCE)

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from helpers.anatomy import recorded_cross_attentions
 from helpers.backends import lavis_compat, lm_batches
 from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
 from helpers.backends.convert import lavis_to_hf
@@ -177,6 +178,16 @@ class LavisBackend(Blip2Backend):
         logits = self.retrieval.itm_head(self._fused_queries(images, texts)).mean(dim=1)
         return logits.softmax(dim=-1)[:, 1].float()
 
+    @torch.inference_mode()
+    def cross_attentions(self, images: list[Image.Image]) -> torch.Tensor:
+        """Where the generation model's queries look: (layers, B, heads, queries, image tokens)."""
+        with recorded_cross_attentions(self.model.Qformer.bert) as records:
+            visual_prompt(self.model, self._pixels(images), self._projection())
+        return torch.stack(records).float().cpu()
+
+    def _projection(self) -> nn.Module:
+        return getattr(self.model, "opt_proj", None) or self.model.t5_proj
+
     # ---- training primitives ----------------------------------------------------------------------
     def _language_model(self) -> nn.Module:
         return getattr(self.model, "opt_model", None) or self.model.t5_model
@@ -192,7 +203,7 @@ class LavisBackend(Blip2Backend):
             )
         model = self.model
         if hasattr(model, "opt_model"):
-            visual = visual_prompt(model, self._pixels(images), model.opt_proj)
+            visual = visual_prompt(model, self._pixels(images), self._projection())
             batch = lm_batches.decoder_only_batch(
                 model.opt_tokenizer, prompts, targets, max_length, end_id=model.eos_token_id
             )
@@ -200,7 +211,7 @@ class LavisBackend(Blip2Backend):
             embeddings = model.opt_model.get_input_embeddings()(batch["input_ids"].to(visual.device))
             inputs = {"labels": batch["labels"]}
         else:
-            visual = visual_prompt(model, self._pixels(images), model.t5_proj)
+            visual = visual_prompt(model, self._pixels(images), self._projection())
             batch = lm_batches.encoder_decoder_batch(model.t5_tokenizer, prompts, targets, max_length)
             batch = lm_batches.prepend_visual(batch, visual.shape[1], labelled=False)
             embeddings = model.t5_model.encoder.embed_tokens(batch["input_ids"].to(visual.device))
