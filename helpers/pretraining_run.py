@@ -22,7 +22,14 @@ from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetriev
 from helpers.backends.hf import pil_processor_kwargs
 from helpers.loading import checkpoint_locations
 from helpers.precision import Precision, choose_precision
-from helpers.pretraining import ItgHead, freeze_for_stage, make_itg_head, stage1_losses, stage2_loss
+from helpers.pretraining import (
+    ItgHead,
+    freeze_for_stage,
+    itc_logits,
+    make_itg_head,
+    stage1_losses,
+    stage2_loss,
+)
 from helpers.profiles import choose_profile
 
 
@@ -153,3 +160,20 @@ def _optimise(setup: StageSetup, losses, steps: int, lr: float, label: str) -> d
     finally:
         setup.model.eval()
     return history
+
+
+@torch.no_grad()
+def itc_similarity(setup: StageSetup, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+    """The (B, B) ITC logits of a stage-1 model for (image i, text i) pairs: what hard negatives are drawn from."""
+    processor, device = setup.processor, setup.precision.device
+    pixels = processor.image_processor(list(images), return_tensors="pt")["pixel_values"].to(
+        device, setup.model.dtype
+    )
+    tokens = processor.tokenizer(
+        list(texts), padding=True, truncation=True, max_length=35, return_tensors="pt"
+    )
+    with setup.autocast():
+        logits = itc_logits(
+            setup.model, pixels, tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
+        )
+    return logits.float().cpu()

@@ -169,9 +169,9 @@ def vit_l_trainable(name: str) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def paper_row(name: str) -> Method:
-    """The paper's Table 2 row for a generation variant."""
-    label = GENERATION_VARIANTS[name]
+def paper_row(name: str, vision: str = "ViT-g") -> Method:
+    """The paper's Table 2 row for a generation variant, or for its ViT-L twin with `vision="ViT-L"`."""
+    label = GENERATION_VARIANTS[name].replace("ViT-g", vision)
     return next(method for method in ZERO_SHOT_VQA if method.name == label)
 
 
@@ -232,3 +232,31 @@ def accounting_notes() -> list[tuple[str, int]]:
             t5_config.vocab_size * t5_config.d_model,
         ),
     ]
+
+
+def component_table(count: VariantCount) -> str:
+    """One variant's components, trained or frozen, with exact counts, as fixed-width text."""
+    width = max(len(c.name) for c in count.components)
+    lines = [f"{count.name}", f"{'component':<{width}}  {'parameters':>15}  stage trains it"]
+    for c in sorted(count.components, key=lambda c: -c.parameters):
+        lines.append(f"{c.name:<{width}}  {c.parameters:>15,}  {'yes' if c.trainable else 'no (frozen)'}")
+    lines.append(f"{'trainable':<{width}}  {count.trainable:>15,}")
+    lines.append(f"{'frozen':<{width}}  {count.frozen:>15,}")
+    lines.append(f"{'total':<{width}}  {count.total:>15,}")
+    return "\n".join(lines)
+
+
+def module_tree(module: nn.Module, depth: int = 2) -> str:
+    """A module's submodules that hold parameters, down to `depth`: name, class and parameter count.
+
+    A view of `print(module)` that does not change between torch releases (no layer arguments).
+    """
+    lines = []
+    for name, child in module.named_modules():
+        level = name.count(".") + 1 if name else 0
+        count = sum(p.numel() for p in child.parameters())
+        if level > depth or count == 0:
+            continue
+        label = "  " * level + (name.rsplit(".", 1)[-1] if name else "(whole layer)")
+        lines.append(f"{label:<28}{type(child).__name__:<34}{count:>12,}")
+    return "\n".join(lines)
