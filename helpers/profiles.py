@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from helpers.checkpoints import by_hf_id
+
 PROFILE_ENV_VAR = "BLIP2_PROFILE"
 OFFLINE = "offline"
 
@@ -27,9 +29,24 @@ class Profile:
     description: str
     load_in_8bit: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.is_offline:  # every real checkpoint must have its LAVIS name in the one table
+            by_hf_id(self.caption_model)
+            by_hf_id(self.retrieval_model)
+
     @property
     def is_offline(self) -> bool:
         return self.name == OFFLINE
+
+    @property
+    def lavis_models(self) -> str:
+        """The same checkpoints as LAVIS names them (`name` / `model_type`), from helpers.checkpoints."""
+        if self.is_offline:
+            return "built from the offline folders"
+        return ", ".join(
+            f"{c.lavis_name}/{c.lavis_model_type}"
+            for c in map(by_hf_id, (self.caption_model, self.retrieval_model))
+        )
 
 
 PROFILES: dict[str, Profile] = {

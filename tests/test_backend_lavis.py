@@ -208,3 +208,73 @@ def test_cross_attention_maps_match(offline_model, lavis_model, samples):
     hf_maps, lavis_maps = offline_model.cross_attentions(samples), lavis_model.cross_attentions(samples)
     assert hf_maps.shape == lavis_maps.shape
     assert torch.allclose(hf_maps, lavis_maps, atol=TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def flan_t5_folder(tmp_path_factory):
+    """A miniature BLIP-2 with a Flan-T5-architecture LM (gated GELU), saved in the HF layout."""
+    from transformers import Blip2Config, T5Config, T5Tokenizer
+
+    words = sorted(set(" ".join([*TEXTS, "question what is shown in the photo answer short"]).split()))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *((f"\u2581{w}", -1.0) for w in words)]
+    vocab += [(c, -5.0) for c in sorted(set("".join(words) + "?:."))]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    caption = Blip2Config.from_pretrained(checkpoint_path(CAPTION))
+    text_config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        dense_act_fn="gelu",
+        decoder_start_token_id=0,
+        tie_word_embeddings=False,
+    )
+    config = Blip2Config(
+        vision_config=caption.vision_config,
+        qformer_config=caption.qformer_config,
+        text_config=text_config,
+        num_query_tokens=caption.num_query_tokens,
+        image_token_index=len(tokenizer),
+    )
+    folder = tmp_path_factory.mktemp("flan-t5")
+    torch.manual_seed(0)
+    processor = Blip2Processor.from_pretrained(checkpoint_path(CAPTION), **pil_processor_kwargs())
+    processor = Blip2Processor(processor.image_processor, tokenizer, num_query_tokens=config.num_query_tokens)
+    config.image_token_index = processor.tokenizer.convert_tokens_to_ids(processor.image_token.content)
+    model = Blip2ForConditionalGeneration(config)
+    model.resize_token_embeddings(len(processor.tokenizer))
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_flan_t5_blip2_runs_the_same_under_both_backends(flan_t5_folder, samples):
+    models = {
+        backend: load_blip2("offline", backend=backend, model_id=str(flan_t5_folder), verbose=False)
+        for backend in ("hf", "lavis")
+    }
+    assert type(models["lavis"].model).__name__ == "Blip2T5"
+    question = "what is shown in the photo?"
+    assert models["hf"].ask(samples, question, settings=GREEDY) == models["lavis"].ask(
+        samples, question, settings=GREEDY
+    )
+    losses = [
+        model.lm_loss(samples, ["Question: what? Short answer:"] * 3, ["a cat", "a rocket", "two dogs"])
+        for model in models.values()
+    ]
+    assert torch.allclose(losses[0], losses[1], atol=TOLERANCE), losses
+
+
+def test_readme_shows_the_checkpoint_table_and_profiles_use_it():
+    from pathlib import Path
+
+    from helpers.profiles import PROFILES, Profile
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert markdown_table() in readme
+    assert PROFILES["t4"].lavis_models == "blip2_opt/pretrain_opt2.7b, blip2_image_text_matching/pretrain"
+    with pytest.raises(ValueError, match="no LAVIS counterpart"):
+        Profile("custom", "someone/blip2-variant", "Salesforce/blip2-itm-vit-g", "not in the table")
