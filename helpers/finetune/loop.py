@@ -149,7 +149,7 @@ def train(
     accelerator = Accelerator(
         mixed_precision=choose_mixed_precision(config.mixed_precision, device), cpu=device.type == "cpu"
     )
-    if accelerator.num_processes > 1 and device != accelerator.device:
+    if accelerator.num_processes > 1 and not _same_device(device, accelerator.device):
         raise ValueError(
             f"the model is on {device} but this process trains on {accelerator.device}; "
             "load it with device=accelerate.PartialState().device (the CLI does)"
@@ -189,6 +189,18 @@ def train(
         _save_figure(log.records, output_dir / FIGURE_FILE)
     accelerator.wait_for_everyone()
     return TrainingResult(output_dir, log.records, run.step)
+
+
+def _same_device(first: torch.device, second: torch.device) -> bool:
+    """`cpu` and `cpu:0` are one device; `cuda` means the current GPU, which accelerate names with its index."""
+    if first.type != second.type:
+        return False
+    if first.type == "cpu":
+        return True
+    current = torch.cuda.current_device() if first.type == "cuda" else 0
+    return (first.index if first.index is not None else current) == (
+        second.index if second.index is not None else current
+    )
 
 
 def _adamw(trainable: Trainable, config: TrainingConfig) -> torch.optim.AdamW:
