@@ -146,6 +146,14 @@ class Blip2Backend(ABC):
     def itm_probabilities(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
         """P(match) from the ITM head for each (images[i], texts[i]) pair, shape (len(texts),)."""
 
+    @abstractmethod
+    def cross_attentions(self, images: list[Image.Image]) -> torch.Tensor:
+        """Where the generation model's learned queries look: its Q-Former's cross-attention probabilities.
+
+        Float32 on the CPU, shaped (cross-attention layers, images, heads, queries, ViT tokens); ViT token 0
+        is [CLS], then the patches row by row.
+        """
+
     def extract_features(
         self,
         images: ImageSource | Sequence[ImageSource] | None = None,
