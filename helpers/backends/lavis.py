@@ -46,33 +46,37 @@ def lavis_name_for(location: str) -> tuple[str, str]:
     return "blip2_t5", "pretrain_flant5xl"
 
 
-def load_lavis(location: str, device: torch.device, bert_tokenizer_folder: str | None = None) -> tuple:
-    """(model, vis_processors, txt_processors) as `load_model_and_preprocess` returns them."""
+def load_lavis(location: str, precision: Precision, bert_tokenizer_folder: str | None = None) -> tuple:
+    """(model, vis_processors, txt_processors) as `load_model_and_preprocess` returns them, model placed."""
     name, model_type = lavis_name_for(location)
-    if Path(location).is_dir():
-        return load_from_folder(
-            name, model_type, location, device, bert_tokenizer_folder=bert_tokenizer_folder
+    if Path(location).is_dir():  # built in fp32 on the CPU, then cast and moved once
+        model, vis_processors, txt_processors = load_from_folder(
+            name, model_type, location, torch.device("cpu"), bert_tokenizer_folder=bert_tokenizer_folder
         )
-    lavis_compat.apply()
-    from lavis.models import load_model_and_preprocess
+    else:
+        lavis_compat.apply()
+        from lavis.models import load_model_and_preprocess
 
-    return load_model_and_preprocess(name, model_type, is_eval=True, device=device)
+        model, vis_processors, txt_processors = load_model_and_preprocess(
+            name, model_type, is_eval=True, device=precision.device
+        )
+    return place(model, precision), vis_processors, txt_processors
 
 
 def place(model: nn.Module, precision: Precision) -> nn.Module:
     """LAVIS's precision layout: ViT and LM in half precision on a GPU, the Q-Former in fp32 under autocast.
 
     In fp32 (CPU, or when asked) everything is fp32. The LM takes the kit's chosen dtype, which is never bf16
-    on a GPU without it (T4) and never fp16 for Flan-T5.
+    on a GPU without it (T4) and never fp16 for Flan-T5. Parts are cast before the move, so a GPU never holds
+    an fp32 copy of the ViT or the LM.
     """
-    model = model.to(precision.device).float()
     if precision.dtype == torch.float32:
-        return model.eval()
+        return model.float().to(precision.device).eval()
     model.visual_encoder.half()
     language_model = getattr(model, "opt_model", None) or getattr(model, "t5_model", None)
     if language_model is not None:
         language_model.to(precision.dtype)
-    return model.eval()
+    return model.to(precision.device).eval()
 
 
 class LavisBackend(Blip2Backend):
@@ -89,8 +93,7 @@ class LavisBackend(Blip2Backend):
                 "whose language model fits in 16-bit"
             )
         super().__init__(caption_model, retrieval_model, precision)
-        model, vis_processors, _ = load_lavis(caption_model, precision.device, self._bert_tokenizer_folder)
-        self.model = place(model, precision)
+        self.model, vis_processors, _ = load_lavis(caption_model, precision, self._bert_tokenizer_folder)
         self.vis_processor = vis_processors["eval"]
         if hasattr(self.model, "t5_model"):
             self.vqa_template = T5_VQA_TEMPLATE
@@ -121,8 +124,7 @@ class LavisBackend(Blip2Backend):
         Loaded on first use with inference mode off, so that training can use its parameters.
         """
         with torch.inference_mode(False):
-            model, _, _ = load_lavis(self.retrieval_model, self.precision.device)
-            return place(model, self.precision)
+            return load_lavis(self.retrieval_model, self.precision)[0]
 
     def _tokens(self, texts: list[str]) -> Any:
         return self.retrieval.tokenizer(
@@ -137,10 +139,9 @@ class LavisBackend(Blip2Backend):
 
     @torch.inference_mode()
     def image_features(self, images: list[Image.Image]) -> Features:
-        queries, _ = self.retrieval.forward_image(self._pixels(images))
-        return Features(
-            image_embeds=queries, image_embeds_proj=F.normalize(self.retrieval.vision_proj(queries), dim=-1)
-        )
+        """LAVIS's own `extract_features(mode="image")`, which runs the half-precision ViT under autocast."""
+        output = self.retrieval.extract_features({"image": self._pixels(images)}, mode="image")
+        return Features(image_embeds=output.image_embeds, image_embeds_proj=output.image_embeds_proj)
 
     @torch.inference_mode()
     def text_features(self, texts: list[str]) -> Features:
