@@ -116,8 +116,10 @@ def test_qformer_features_match(offline_model, lavis_model, samples):
 
 def test_backend_features_are_what_lavis_itself_computes(lavis_model, samples):
     pixels = lavis_model._pixels(samples)
-    own = lavis_model.retrieval.extract_features({"image": pixels}, mode="image")
-    assert torch.allclose(lavis_model.image_features(samples).image_embeds_proj, own.image_embeds_proj)
+    queries, _ = lavis_model.retrieval.forward_image(pixels)  # LAVIS's retrieval-evaluation path
+    assert torch.allclose(lavis_model.image_features(samples).image_embeds, queries)
+    text = lavis_model.retrieval.extract_features({"text_input": TEXTS}, mode="text")
+    assert torch.allclose(lavis_model.text_features(TEXTS).text_embeds_proj, text.text_embeds_proj, atol=1e-6)
     itm_logits = lavis_model.retrieval({"image": pixels[:1], "text_input": TEXTS[:1]}, match_head="itm")
     probability = lavis_model.itm_probabilities(samples[:1], TEXTS[:1])
     assert torch.allclose(probability, itm_logits.softmax(dim=-1)[:, 1], atol=1e-6)
