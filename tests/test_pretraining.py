@@ -7,6 +7,7 @@ that forward applied.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -350,3 +351,12 @@ def test_a_short_run_of_both_stages_records_every_loss(samples) -> None:
     assert train_stage2(stage2, samples[:2], TEXTS[:2], steps=2, lr=1e-3).keys() == {"lm"}
     with pytest.raises(ValueError, match="8 bits"):
         load_stage(2, "t4-flan-t5")
+
+
+def test_half_precision_stages_train_float32_parameters_under_autocast(samples) -> None:
+    """What a GPU profile does: frozen parts in half precision, trained parameters in float32."""
+    stage2 = load_stage(2, "offline", device="cpu", dtype="bfloat16")
+    assert stage2.model.language_model.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert {p.dtype for p in stage2.trainable_parameters()} == {torch.float32}
+    history = train_stage2(stage2, samples[:2], TEXTS[:2], steps=2, lr=1e-3)
+    assert all(math.isfinite(value) for value in history["lm"])
