@@ -216,3 +216,16 @@ def test_impossible_settings_are_refused(dataset: Path) -> None:
         train(_fresh(), _config(dataset, "caption", mixed_precision="fp16"))
     with pytest.raises(ValueError, match="has none"):
         prepare_trainable(_fresh(), "retrieval", lora=LoraSettings())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_fine_tunes_and_its_output_loads_in_every_backend(dataset: Path, backend: str) -> None:
+    model = _fresh(backend)
+    config = _config(dataset, "vqa", output_dir=dataset / f"vqa-{backend}")
+    result = train(model, config)
+    assert result.steps == 2 and all(loss > 0 for loss in result.losses)
+    image = sample_image("coffee")
+    expected = model.ask(image, "what is this?", settings=GREEDY)
+    for other in BACKENDS:
+        reloaded = load_blip2("offline", backend=other, model_id=str(config.output_dir), verbose=False)
+        assert reloaded.ask(image, "what is this?", settings=GREEDY) == expected, other
