@@ -1,0 +1,206 @@
+"""Benchmark records: one JSON file per benchmark under build/bench/, and a markdown table of them all.
+
+Speed and memory goals are measured by `make bench`, never asserted in tests: a timing depends on the
+machine and its load. Each record therefore carries what it needs to be read later on its own: the
+machine, the library versions, the settings, every measured figure, and each goal with its verdict.
+Rendering: `python -m helpers.benchmarking build/bench` writes build/bench/SUMMARY.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+SCHEMA = "blip2-kit-bench/1"
+SUMMARY_NAME = "SUMMARY.md"
+_OPERATORS = {"<=": lambda value, target: value <= target, ">=": lambda value, target: value >= target}
+_PACKAGES = ("torch", "transformers", "salesforce-lavis", "accelerate", "safetensors")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One target of a benchmark: `value op target`, e.g. peak/fp16 bytes <= 1.2 or speed-up >= 20."""
+
+    name: str
+    value: float
+    op: str
+    target: float
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPERATORS:
+            raise ValueError(f"Goal {self.name!r}: op={self.op!r}; use one of {sorted(_OPERATORS)}")
+
+    @property
+    def passed(self) -> bool:
+        return _OPERATORS[self.op](self.value, self.target)
+
+    @property
+    def ratio(self) -> float:
+        """value / target: at most 1 passes a `<=` goal, at least 1 passes a `>=` goal."""
+        return self.value / self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, "passed": self.passed}
+
+
+def machine() -> dict[str, Any]:
+    """CPU count, RAM and GPU of this machine: a figure means little without them."""
+    gpu = None
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        gpu = {"name": properties.name, "memory_bytes": properties.total_memory}
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "ram_bytes": psutil.virtual_memory().total,
+        "ram_available_bytes": psutil.virtual_memory().available,
+        "gpu": gpu,
+        "platform": platform.platform(),
+    }
+
+
+def versions() -> dict[str, str | None]:
+    """Python and the libraries whose code the benchmarks time; None for one that is not installed."""
+    found: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for package in _PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def record(
+    name: str,
+    settings: Mapping[str, Any],
+    figures: Mapping[str, Any],
+    goals: Sequence[Goal] = (),
+    *,
+    skipped: str | None = None,
+) -> dict[str, Any]:
+    """A benchmark's result; `skipped` holds the reason when it could not run here (then no goals)."""
+    if skipped is not None and goals:
+        raise ValueError(f"benchmark {name!r}: a skipped benchmark has no goals to judge")
+    return {
+        "schema": SCHEMA,
+        "benchmark": name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "settings": dict(settings),
+        "figures": dict(figures),
+        "goals": [goal.to_dict() for goal in goals],
+        "passed": None if skipped is not None else all(goal.passed for goal in goals),
+        "skipped": skipped is not None,
+        "skip_reason": skipped,
+    }
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write through a temporary file in the same folder and rename it, so no reader sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save(result: Mapping[str, Any], folder: str | Path) -> Path:
+    """build/bench/<benchmark>.json, written atomically; prints where it went."""
+    path = write_atomic(Path(folder) / f"{result['benchmark']}.json", json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _verdict(result: Mapping[str, Any]) -> str:
+    if result.get("skipped"):
+        return "skipped"
+    return "pass" if result.get("passed") else "FAIL"
+
+
+def summary_rows(result: Mapping[str, Any]) -> list[list[str]]:
+    """Table rows of one record: one per goal, or one saying it was skipped or has no goals."""
+    name = str(result.get("benchmark", "?"))
+    machine_info = result.get("machine") or {}
+    gpu = (machine_info.get("gpu") or {}).get("name", "no GPU")
+    where = f"{machine_info.get('cpu_count', '?')} CPUs, {gpu}"
+    if result.get("skipped"):
+        return [[name, "-", str(result.get("skip_reason")), "-", "skipped", where]]
+    goals = result.get("goals") or []
+    if not goals:
+        return [[name, "-", "no goal recorded", "-", "-", where]]
+    rows = []
+    for goal in goals:
+        unit = f" {goal['unit']}" if goal.get("unit") else ""
+        rows.append(
+            [
+                name,
+                str(goal["name"]),
+                f"{_number(goal['value'])}{unit}",
+                f"{goal['op']} {_number(goal['target'])}{unit}",
+                "pass" if goal["passed"] else "FAIL",
+                where,
+            ]
+        )
+    return rows
+
+
+def render_summary(results: Sequence[Mapping[str, Any]]) -> str:
+    """The markdown table the README's Performance section shows."""
+    header = ["Benchmark", "Measure", "Measured", "Goal", "Result", "Machine"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        lines += [
+            "| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in summary_rows(result)
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def load_results(folder: str | Path) -> list[dict[str, Any]]:
+    """Every benchmark JSON in `folder`, by file name; a file that is not valid JSON is an error naming it."""
+    results = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            results.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} is not valid JSON ({error}); rerun the benchmark that writes it"
+            ) from None
+    return results
+
+
+def write_summary(folder: str | Path) -> Path:
+    results = load_results(folder)
+    if not results:
+        raise FileNotFoundError(f"no benchmark results (*.json) in {folder}; run `make bench` first")
+    return write_atomic(Path(folder) / SUMMARY_NAME, render_summary(results))
+
+
+if __name__ == "__main__":
+    written = write_summary(sys.argv[1] if len(sys.argv) > 1 else "build/bench")
+    print(written.read_text(), end="")
