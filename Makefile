@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 BUILD := build
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install run test lint format clean figures
+.PHONY: install run test lint format clean figures bench
 
 install: $(STAMP)
 
@@ -34,6 +34,16 @@ test: $(STAMP)
 # Every figure of figures/ (README and notebook diagrams), redrawn byte for byte from the real architectures.
 figures: $(STAMP)
 	$(BIN)/python -m helpers.figures figures
+
+# Every benchmark in benchmarks/ (CPU here; GPU parts when a GPU is present): one JSON each in build/bench/,
+# then build/bench/SUMMARY.md, the table the README's Performance section shows. Not part of `make test`.
+BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
+bench: $(STAMP)
+	mkdir -p $(BUILD)/bench
+	for benchmark in $(BENCHMARKS); do \
+		$(BIN)/python "$$benchmark" --out $(BUILD)/bench || exit 1; \
+	done
+	$(BIN)/python -m helpers.benchmarking $(BUILD)/bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
