@@ -129,22 +129,53 @@ class Blip2Backend(ABC):
     ) -> list[str]:
         """Generate text for each (image, prompt) pair; returns only the new text, without the prompt."""
 
-    # ---- retrieval and features ------------------------------------------------------------------
+    # ---- retrieval and features: one protocol over each backend's Q-Former primitives --------------
     @abstractmethod
+    def _vision(self, images: list[Image.Image]) -> torch.Tensor:
+        """Frozen-ViT features after its final layer norm (LAVIS's `ln_vision`), (B, ViT tokens, width)."""
+
+    @abstractmethod
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The Q-Former tokenizer's `input_ids` and `attention_mask`, truncated as in the paper's runs."""
+
+    @abstractmethod
+    def _query_outputs(self, vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned queries after attending to the image: (hidden, L2-normalised ITC projection)."""
+
+    @abstractmethod
+    def _text_outputs(self, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Q-Former's text side, every token: (hidden, L2-normalised ITC projection)."""
+
+    @abstractmethod
+    def _fuse(self, vision: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The queries after attending to the image and to the text together: ITM's input, (B, queries, width)."""
+
+    @abstractmethod
+    def _itm_logits(self, fused: torch.Tensor) -> torch.Tensor:
+        """The ITM head's (no match, match) logits, averaged over the queries as LAVIS does, (B, 2)."""
+
+    @torch.inference_mode()
     def image_features(self, images: list[Image.Image]) -> Features:
         """Q-Former query outputs for images (image_embeds, image_embeds_proj)."""
+        hidden, projected = self._query_outputs(self._vision(images))
+        return Features(image_embeds=hidden, image_embeds_proj=projected)
 
-    @abstractmethod
+    @torch.inference_mode()
     def text_features(self, texts: list[str]) -> Features:
         """Q-Former text-side outputs (text_embeds, text_embeds_proj)."""
+        hidden, projected = self._text_outputs(self._tokens(texts))
+        return Features(text_embeds=hidden, text_embeds_proj=projected)
 
-    @abstractmethod
+    @torch.inference_mode()
     def multimodal_features(self, images: list[Image.Image], texts: list[str]) -> Features:
         """Queries that attended to both the image and its paired text (multimodal_embeds)."""
+        return Features(multimodal_embeds=self._fuse(self._vision(images), self._tokens(texts)))
 
-    @abstractmethod
+    @torch.inference_mode()
     def itm_probabilities(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
         """P(match) from the ITM head for each (images[i], texts[i]) pair, shape (len(texts),)."""
+        logits = self._itm_logits(self._fuse(self._vision(images), self._tokens(texts)))
+        return logits.softmax(dim=-1)[:, 1].float()
 
     @abstractmethod
     def cross_attentions(self, images: list[Image.Image]) -> torch.Tensor:
@@ -218,7 +249,6 @@ class Blip2Backend(ABC):
         `max_length` caps prompt plus target tokens (targets are truncated, prompts never).
         """
 
-    @abstractmethod
     def retrieval_loss(
         self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
@@ -227,6 +257,27 @@ class Blip2Backend(ABC):
         ITC is the symmetric in-batch contrastive loss; ITM classifies the positives and one hard negative
         per image and per text, sampled with `generator` (helpers.objectives). Needs at least 2 pairs.
         """
+        from helpers.objectives import ITC_TEMPERATURE, itc_loss, itm_loss, sample_hard_negatives
+
+        if len(images) != len(texts) or len(images) < 2:
+            raise ValueError(
+                f"retrieval_loss needs as many texts as images and at least 2 pairs (in-batch negatives); "
+                f"got {len(images)} images and {len(texts)} texts"
+            )
+        vision, tokens = self._vision(images), self._tokens(texts)
+        _, image_proj = self._query_outputs(vision)
+        _, text_proj = self._text_outputs(tokens)
+        # HF retrieval checkpoints drop LAVIS's learned temperature, so ITC uses BLIP-2's initial value.
+        itc, similarity = itc_loss(image_proj, text_proj[:, 0, :], ITC_TEMPERATURE)
+        negative_text, negative_image = sample_hard_negatives(similarity.detach(), generator)
+        # ITM sees each positive pair, each image with a hard negative text, each text with a hard negative image.
+        pair_vision = torch.cat([vision, vision, vision[negative_image]])
+        pair_tokens = {key: torch.cat([value, value[negative_text], value]) for key, value in tokens.items()}
+        logits = self._itm_logits(self._fuse(pair_vision, pair_tokens))
+        batch = len(images)
+        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
+        itm = itm_loss(logits, labels)
+        return {"itc": itc, "itm": itm, "total": itc + itm}
 
     @abstractmethod
     def trainable_parts(self, task: str) -> TrainableParts:

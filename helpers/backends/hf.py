@@ -19,9 +19,8 @@ from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetriev
 
 from helpers.anatomy import recorded_cross_attentions
 from helpers.backends import lm_batches
-from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
+from helpers.backends.base import Blip2Backend, TrainableParts, check_task
 from helpers.generation import GenerationSettings
-from helpers.objectives import ITC_TEMPERATURE, itc_loss, itm_loss, sample_hard_negatives
 from helpers.precision import Precision
 from helpers.prompts import T5_VQA_TEMPLATE
 
@@ -125,33 +124,25 @@ class HFBackend(Blip2Backend):
     def _queries(self, batch: int) -> torch.Tensor:
         return self.retrieval.query_tokens.expand(batch, -1, -1)
 
-    @torch.inference_mode()
-    def image_features(self, images: list[Image.Image]) -> Features:
-        vision = self._vision(images)
+    def _query_outputs(self, vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         queries = self.retrieval.qformer(
-            query_embeds=self._queries(len(images)),
+            query_embeds=self._queries(vision.shape[0]),
             encoder_hidden_states=vision,
             encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
         ).last_hidden_state
         projected = F.normalize(self.retrieval.vision_projection(queries.to(self.retrieval.dtype)), dim=-1)
-        return Features(image_embeds=queries, image_embeds_proj=projected)
+        return queries, projected
 
-    @torch.inference_mode()
-    def text_features(self, texts: list[str]) -> Features:
-        tokens = self._tokens(texts)
+    def _text_outputs(self, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.retrieval.qformer(
             query_embeds=self.retrieval.embeddings(input_ids=tokens["input_ids"]),
             query_length=0,
             attention_mask=tokens["attention_mask"],
         ).last_hidden_state
         projected = F.normalize(self.retrieval.text_projection(hidden.to(self.retrieval.dtype)), dim=-1)
-        return Features(text_embeds=hidden, text_embeds_proj=projected)
-
-    def _fused_queries(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
-        return self._fuse(self._vision(images), self._tokens(texts))
+        return hidden, projected
 
     def _fuse(self, vision: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The queries after attending to the image (cross-attention) and the text (self-attention): ITM's input."""
         queries = self._queries(vision.shape[0])
         query_mask = torch.ones(queries.shape[:-1], dtype=torch.long, device=queries.device)
         hidden = self.retrieval.qformer(
@@ -163,15 +154,8 @@ class HFBackend(Blip2Backend):
         ).last_hidden_state
         return hidden[:, : queries.shape[1], :]
 
-    @torch.inference_mode()
-    def multimodal_features(self, images: list[Image.Image], texts: list[str]) -> Features:
-        return Features(multimodal_embeds=self._fused_queries(images, texts))
-
-    @torch.inference_mode()
-    def itm_probabilities(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
-        fused = self._fused_queries(images, texts).to(self.retrieval.itm_head.weight.dtype)
-        logits = self.retrieval.itm_head(fused).mean(dim=1)  # average the 32 queries' logits, as LAVIS does
-        return logits.softmax(dim=-1)[:, 1].float()
+    def _itm_logits(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.retrieval.itm_head(fused.to(self.retrieval.itm_head.weight.dtype)).mean(dim=1)
 
     @torch.inference_mode()
     def cross_attentions(self, images: list[Image.Image]) -> torch.Tensor:
@@ -225,41 +209,6 @@ class HFBackend(Blip2Backend):
         widened = lm_batches.prepend_visual(batch, queries, labelled)
         widened["input_ids"] = torch.cat([placeholders, batch["input_ids"]], dim=1)
         return {key: value.to(self.model.device) for key, value in widened.items()}
-
-    def retrieval_loss(
-        self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        if len(images) != len(texts) or len(images) < 2:
-            raise ValueError(
-                f"retrieval_loss needs as many texts as images and at least 2 pairs (in-batch negatives); "
-                f"got {len(images)} images and {len(texts)} texts"
-            )
-        model = self.retrieval
-        vision = model.vision_model(pixel_values=self._pixels(images)).last_hidden_state
-        queries = model.qformer(
-            query_embeds=self._queries(len(images)),
-            encoder_hidden_states=vision,
-            encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
-        ).last_hidden_state
-        image_proj = F.normalize(model.vision_projection(queries), dim=-1)
-        tokens = self._tokens(texts)
-        text_hidden = model.qformer(
-            query_embeds=model.embeddings(input_ids=tokens["input_ids"]),
-            query_length=0,
-            attention_mask=tokens["attention_mask"],
-        ).last_hidden_state
-        text_proj = F.normalize(model.text_projection(text_hidden[:, 0, :]), dim=-1)
-        # HF retrieval checkpoints drop LAVIS's learned temperature, so ITC uses BLIP-2's initial value.
-        itc, similarity = itc_loss(image_proj, text_proj, ITC_TEMPERATURE)
-        negative_text, negative_image = sample_hard_negatives(similarity.detach(), generator)
-        # ITM sees each positive pair, each image with a hard negative text, each text with a hard negative image.
-        pair_vision = torch.cat([vision, vision, vision[negative_image]])
-        pair_tokens = {key: torch.cat([value, value[negative_text], value]) for key, value in tokens.items()}
-        logits = model.itm_head(self._fuse(pair_vision, pair_tokens)).mean(dim=1)
-        batch = len(images)
-        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
-        itm = itm_loss(logits, labels)
-        return {"itc": itc, "itm": itm, "total": itc + itm}
 
     def trainable_parts(self, task: str) -> TrainableParts:
         model = self.retrieval if check_task(task) == "retrieval" else self.model

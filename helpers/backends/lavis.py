@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
@@ -18,14 +17,13 @@ from torch.nn import functional as F
 
 from helpers.anatomy import recorded_cross_attentions
 from helpers.backends import lavis_compat, lm_batches
-from helpers.backends.base import Blip2Backend, Features, TrainableParts, check_task
+from helpers.backends.base import Blip2Backend, TrainableParts, check_task
 from helpers.backends.convert import lavis_to_hf
 from helpers.backends.hf import MAX_TEXT_TOKENS
 from helpers.backends.lavis_generate import visual_prompt
 from helpers.backends.lavis_sources import load_from_folder, read_config
 from helpers.checkpoints import by_hf_id
 from helpers.generation import GenerationSettings
-from helpers.objectives import ITC_TEMPERATURE, itc_loss, itm_loss, sample_hard_negatives
 from helpers.precision import Precision
 from helpers.prompts import T5_VQA_TEMPLATE
 
@@ -126,10 +124,11 @@ class LavisBackend(Blip2Backend):
         with torch.inference_mode(False):
             return load_lavis(self.retrieval_model, self.precision)[0]
 
-    def _tokens(self, texts: list[str]) -> Any:
-        return self.retrieval.tokenizer(
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        tokens = self.retrieval.tokenizer(
             texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
-        ).to(self.precision.device)
+        )
+        return {key: tokens[key].to(self.precision.device) for key in ("input_ids", "attention_mask")}
 
     def _vision(self, images: list[Image.Image]) -> torch.Tensor:
         """Frozen ViT features as LAVIS computes them (`ln_vision(visual_encoder(image))`), in fp32."""
@@ -137,47 +136,39 @@ class LavisBackend(Blip2Backend):
             embeds = self.retrieval.ln_vision(self.retrieval.visual_encoder(self._pixels(images)))
         return embeds.float()
 
-    @torch.inference_mode()
-    def image_features(self, images: list[Image.Image]) -> Features:
-        """LAVIS's own `extract_features(mode="image")`, which runs the half-precision ViT under autocast."""
-        output = self.retrieval.extract_features({"image": self._pixels(images)}, mode="image")
-        return Features(image_embeds=output.image_embeds, image_embeds_proj=output.image_embeds_proj)
-
-    @torch.inference_mode()
-    def text_features(self, texts: list[str]) -> Features:
-        tokens = self._tokens(texts)
-        hidden = self.retrieval.Qformer.bert(
-            tokens.input_ids, attention_mask=tokens.attention_mask, return_dict=True
+    def _query_outputs(self, vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As Blip2Qformer's `forward_image` and `extract_features(mode="image")`."""
+        queries = self.retrieval.Qformer.bert(
+            query_embeds=self.retrieval.query_tokens.expand(vision.shape[0], -1, -1),
+            encoder_hidden_states=vision,
+            encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
+            return_dict=True,
         ).last_hidden_state
-        return Features(
-            text_embeds=hidden, text_embeds_proj=F.normalize(self.retrieval.text_proj(hidden), dim=-1)
-        )
+        return queries, F.normalize(self.retrieval.vision_proj(queries), dim=-1)
 
-    def _fused_queries(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
-        return self._fuse(self._vision(images), self._tokens(texts))
+    def _text_outputs(self, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `extract_features(mode="text")`."""
+        hidden = self.retrieval.Qformer.bert(
+            tokens["input_ids"], attention_mask=tokens["attention_mask"], return_dict=True
+        ).last_hidden_state
+        return hidden, F.normalize(self.retrieval.text_proj(hidden), dim=-1)
 
-    def _fuse(self, vision: torch.Tensor, tokens: Any) -> torch.Tensor:
-        """The queries after attending to the image and the text, as Blip2ITM's `match_head="itm"` computes them."""
+    def _fuse(self, vision: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """As Blip2ITM's `forward(match_head="itm")`."""
         queries = self.retrieval.query_tokens.expand(vision.shape[0], -1, -1)
         query_mask = torch.ones(queries.shape[:-1], dtype=torch.long, device=vision.device)
         output = self.retrieval.Qformer.bert(
-            tokens.input_ids,
+            tokens["input_ids"],
             query_embeds=queries,
-            attention_mask=torch.cat([query_mask, tokens.attention_mask], dim=1),
+            attention_mask=torch.cat([query_mask, tokens["attention_mask"]], dim=1),
             encoder_hidden_states=vision,
             encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
             return_dict=True,
         )
         return output.last_hidden_state[:, : queries.shape[1], :]
 
-    @torch.inference_mode()
-    def multimodal_features(self, images: list[Image.Image], texts: list[str]) -> Features:
-        return Features(multimodal_embeds=self._fused_queries(images, texts))
-
-    @torch.inference_mode()
-    def itm_probabilities(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
-        logits = self.retrieval.itm_head(self._fused_queries(images, texts)).mean(dim=1)
-        return logits.softmax(dim=-1)[:, 1].float()
+    def _itm_logits(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.retrieval.itm_head(fused).mean(dim=1)
 
     @torch.inference_mode()
     def cross_attentions(self, images: list[Image.Image]) -> torch.Tensor:
@@ -226,39 +217,6 @@ class LavisBackend(Blip2Backend):
                 return_dict=True,
             ).loss
 
-    def retrieval_loss(
-        self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        if len(images) != len(texts) or len(images) < 2:
-            raise ValueError(
-                f"retrieval_loss needs as many texts as images and at least 2 pairs (in-batch negatives); "
-                f"got {len(images)} images and {len(texts)} texts"
-            )
-        model = self.retrieval
-        vision = self._vision(images)
-        queries = model.query_tokens.expand(vision.shape[0], -1, -1)
-        query_output = model.Qformer.bert(
-            query_embeds=queries,
-            encoder_hidden_states=vision,
-            encoder_attention_mask=torch.ones(vision.shape[:-1], dtype=torch.long, device=vision.device),
-            return_dict=True,
-        ).last_hidden_state
-        image_proj = F.normalize(model.vision_proj(query_output), dim=-1)
-        tokens = self._tokens(texts)
-        text_hidden = model.Qformer.bert(
-            tokens.input_ids, attention_mask=tokens.attention_mask, return_dict=True
-        ).last_hidden_state
-        text_proj = F.normalize(model.text_proj(text_hidden[:, 0, :]), dim=-1)
-        itc, similarity = itc_loss(image_proj, text_proj, ITC_TEMPERATURE)
-        negative_text, negative_image = sample_hard_negatives(similarity.detach(), generator)
-        pair_vision = torch.cat([vision, vision, vision[negative_image]])
-        pair_tokens = {key: torch.cat([value, value[negative_text], value]) for key, value in tokens.items()}
-        logits = model.itm_head(self._fuse(pair_vision, _Tokens(pair_tokens))).mean(dim=1)
-        batch = len(images)
-        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
-        itm = itm_loss(logits, labels)
-        return {"itc": itc, "itm": itm, "total": itc + itm}
-
     def trainable_parts(self, task: str) -> TrainableParts:
         if check_task(task) == "retrieval":
             return TrainableParts(self.retrieval, [self.retrieval.visual_encoder], None)
@@ -292,10 +250,3 @@ class LavisBackend(Blip2Backend):
         hf_model.save_pretrained(folder)
         Blip2Processor.from_pretrained(hf_source).save_pretrained(folder)
         return folder
-
-
-class _Tokens(dict):
-    """Tokenizer output as a dict that also answers `.input_ids` and `.attention_mask`, like LAVIS uses it."""
-
-    def __getattr__(self, name: str) -> torch.Tensor:
-        return self[name]
