@@ -1,0 +1,104 @@
+"""The benchmark records and summary: shape of the JSON, verdicts, the markdown table. No timing here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import benchmarking, full_size
+
+
+def test_goal_verdicts_and_ratio():
+    at_most = benchmarking.Goal("peak / fp16 bytes", 1.1, "<=", 1.2)
+    at_least = benchmarking.Goal("speed-up", 10.0, ">=", 20.0, "x")
+    assert at_most.passed and not at_least.passed
+    assert at_most.ratio == pytest.approx(1.1 / 1.2)
+    assert at_least.to_dict() == {
+        "name": "speed-up",
+        "value": 10.0,
+        "op": ">=",
+        "target": 20.0,
+        "unit": "x",
+        "ratio": 0.5,
+        "passed": False,
+    }
+
+
+def test_goal_rejects_unknown_operator():
+    with pytest.raises(ValueError, match="op='<'"):
+        benchmarking.Goal("speed", 1.0, "<", 2.0)
+
+
+def test_record_carries_machine_versions_settings_and_verdict():
+    goals = [benchmarking.Goal("a", 1.0, "<=", 2.0), benchmarking.Goal("b", 3.0, ">=", 2.0)]
+    result = benchmarking.record("demo", {"batch": 4}, {"seconds": 1.5}, goals)
+    assert result["benchmark"] == "demo" and result["passed"] is True and result["skipped"] is False
+    assert result["settings"] == {"batch": 4} and result["figures"] == {"seconds": 1.5}
+    assert result["machine"]["cpu_count"] >= 1 and result["machine"]["ram_bytes"] > 0
+    assert result["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert {"python", "transformers", "salesforce-lavis"} <= set(result["versions"])
+    failing = benchmarking.record("demo", {}, {}, [benchmarking.Goal("a", 3.0, "<=", 2.0)])
+    assert failing["passed"] is False
+    json.dumps(result)  # serialisable as is
+
+
+def test_skipped_record_has_reason_and_no_verdict():
+    result = benchmarking.record("generation", {}, {}, skipped="no CUDA GPU")
+    assert result["skipped"] is True and result["passed"] is None and result["skip_reason"] == "no CUDA GPU"
+    with pytest.raises(ValueError, match="skipped"):
+        benchmarking.record("generation", {}, {}, [benchmarking.Goal("a", 1.0, "<=", 2.0)], skipped="no GPU")
+
+
+def test_save_writes_named_json_and_leaves_no_temporary_file(tmp_path):
+    result = benchmarking.record("loading", {}, {"x": 1}, [benchmarking.Goal("a", 1.0, "<=", 2.0)])
+    path = benchmarking.save(result, tmp_path / "bench")
+    assert path.name == "loading.json"
+    assert json.loads(path.read_text())["figures"] == {"x": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["loading.json"]
+
+
+def test_summary_table_lists_goals_skips_and_foreign_records(tmp_path):
+    goals = [
+        benchmarking.Goal("hf: peak / fp16 bytes", 1.05, "<=", 1.2),
+        benchmarking.Goal("s", 4.0, ">=", 8.0, "x"),
+    ]
+    benchmarking.save(benchmarking.record("loading", {}, {}, goals), tmp_path)
+    benchmarking.save(benchmarking.record("generation", {}, {}, skipped="no CUDA GPU"), tmp_path)
+    (tmp_path / "toyworld.json").write_text(json.dumps({"benchmark": "toyworld", "figures": {"f1": 0.9}}))
+    summary = benchmarking.write_summary(tmp_path).read_text()
+    lines = summary.splitlines()
+    assert lines[0].startswith("| Benchmark | Measure | Measured | Goal | Result")
+    assert "| loading | hf: peak / fp16 bytes | 1.05 | <= 1.2 | pass |" in summary
+    assert "| loading | s | 4 x | >= 8 x | FAIL |" in summary
+    assert "| generation | - | no CUDA GPU | - | skipped |" in summary
+    assert "| toyworld | - | no goal recorded |" in summary
+    assert len(lines) == 2 + 4
+
+
+def test_summary_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make bench"):
+        benchmarking.write_summary(tmp_path)
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match=r"broken\.json"):
+        benchmarking.load_results(tmp_path)
+
+
+def test_full_size_checkpoints_are_the_two_benchmarked_variants():
+    with pytest.raises(ValueError, match=r"blip2-opt-2\.7b"):
+        full_size.checkpoint_path("blip2-opt-6.7b")
+
+
+def test_full_size_random_values_keep_norms_and_biases_neutral():
+    generator = torch.Generator().manual_seed(0)
+    shape = torch.Size([64, 32])
+    weight = full_size._random_tensor("qformer.layer.0.attention.output.dense.weight", shape, generator)
+    assert weight.dtype == full_size.DTYPE and weight.float().std() == pytest.approx(
+        full_size.WEIGHT_STD, rel=0.2
+    )
+    assert torch.equal(
+        full_size._random_tensor("vision_model.post_layernorm.weight", shape, generator),
+        torch.ones(shape, dtype=full_size.DTYPE),
+    )
+    assert not full_size._random_tensor("itm_head.bias", shape, generator).any()
