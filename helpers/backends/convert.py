@@ -130,20 +130,35 @@ def read_hf_weights(folder: str | Path) -> Tensors:
 
 
 def load_hf_weights_into_lavis(model: nn.Module, folder: str | Path) -> None:
-    """Load an HF checkpoint into a LAVIS BLIP-2; fails on any key the two do not share."""
+    """Load an HF checkpoint into a LAVIS BLIP-2; fails on any key the two do not share.
+
+    Parts built on the meta device (the ViT and the language model, see `lavis_sources`) take the
+    checkpoint's tensors as they are, in its dtype; the others are copied into, keeping their dtype.
+    """
     language_model = "t5" if hasattr(model, "t5_model") else "opt"
     weights = hf_to_lavis(read_hf_weights(folder), language_model)
-    expected = model.state_dict()
+    expected = model.state_dict(keep_vars=True)
     unexpected = sorted(set(weights) - set(expected))
-    loaded_storage = {expected[key].data_ptr() for key in weights if key in expected}
+    loaded = {id(expected[key]) for key in weights if key in expected}
     missing = sorted(
         key
         for key in set(expected) - set(weights)
-        if not LAVIS_ONLY.match(key) and expected[key].data_ptr() not in loaded_storage  # tied weights
+        # tied weights share a loaded tensor; meta ones are tied below and checked after
+        if not LAVIS_ONLY.match(key) and id(expected[key]) not in loaded and not expected[key].is_meta
     )
     if unexpected or missing:
         raise ValueError(
             f"{folder} does not fit LAVIS's {type(model).__name__}: "
             f"unexpected keys {unexpected[:5]}, missing keys {missing[:5]}"
         )
-    model.load_state_dict(weights, strict=False)
+    on_meta = {key for key in weights if expected[key].is_meta}
+    model.load_state_dict({k: v for k, v in weights.items() if k not in on_meta}, strict=False)
+    model.load_state_dict({k: weights[k] for k in on_meta}, strict=False, assign=True)
+    language = getattr(model, "opt_model", None) or getattr(model, "t5_model", None)
+    if language is not None:
+        language.tie_weights()  # assigning replaced the embedding that the output layer shares
+    left = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if left:
+        raise ValueError(
+            f"{folder}: LAVIS's {type(model).__name__} has weights the checkpoint did not fill: {left[:5]}"
+        )

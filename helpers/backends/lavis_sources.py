@@ -5,7 +5,7 @@ config for the Q-Former, the EVA ViT-g weights, the language model (`facebook/op
 and LAVIS's own checkpoint. Inside `supplied_from(folder)` each fetch is answered from an HF-layout folder
 instead (the kit's offline miniature, a toy-world model, a fine-tuned output): the architecture comes from
 the folder's config, the weights from its safetensors converted to LAVIS names. Everything else, LAVIS's
-model classes, its processors and `load_model_and_preprocess` itself, runs unchanged.
+model classes with their `from_pretrained`, and its processors, runs unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoTokenizer, BertTokenizer, Blip2Config, OPTForCausalLM, T5ForConditionalGeneration
 
@@ -68,7 +69,11 @@ def _bert_config(config: Blip2Config) -> Any:
 def _vision_encoder(
     config: Blip2Config, img_size: int, drop_path_rate: float, use_checkpoint: bool
 ) -> nn.Module:
-    """LAVIS's EVA VisionTransformer with the folder's sizes, as `create_eva_vit_g` builds ViT-g."""
+    """LAVIS's EVA VisionTransformer with the folder's sizes, as `create_eva_vit_g` builds ViT-g.
+
+    Its parameters are made on the meta device: the checkpoint supplies every one of them, so ViT-g's
+    billion weights are never drawn at random in fp32 first.
+    """
     from lavis.models.eva_vit import VisionTransformer
 
     vision = config.vision_config
@@ -76,19 +81,20 @@ def _vision_encoder(
         raise ValueError(
             f"LAVIS asked for {img_size}-pixel images; the checkpoint's ViT takes {vision.image_size}"
         )
-    return VisionTransformer(
-        img_size=img_size,
-        patch_size=vision.patch_size,
-        use_mean_pooling=False,
-        embed_dim=vision.hidden_size,
-        depth=vision.num_hidden_layers,
-        num_heads=vision.num_attention_heads,
-        mlp_ratio=vision.intermediate_size / vision.hidden_size,
-        qkv_bias=True,
-        drop_path_rate=drop_path_rate,
-        norm_layer=partial(nn.LayerNorm, eps=EVA_LAYER_NORM_EPS),
-        use_checkpoint=use_checkpoint,
-    )
+    with init_empty_weights():
+        return VisionTransformer(
+            img_size=img_size,
+            patch_size=vision.patch_size,
+            use_mean_pooling=False,
+            embed_dim=vision.hidden_size,
+            depth=vision.num_hidden_layers,
+            num_heads=vision.num_attention_heads,
+            mlp_ratio=vision.intermediate_size / vision.hidden_size,
+            qkv_bias=True,
+            drop_path_rate=drop_path_rate,
+            norm_layer=partial(nn.LayerNorm, eps=EVA_LAYER_NORM_EPS),
+            use_checkpoint=use_checkpoint,
+        )
 
 
 def _match_projection_width(model: nn.Module, width: int) -> None:
@@ -118,7 +124,12 @@ def supplied_from(
     bert_tokenizer = BertTokenizer.from_pretrained(bert_tokenizer_folder or folder)
 
     def language_model(model_class: type[nn.Module]) -> Any:
-        return _Supplier(lambda **kwargs: model_class(config.text_config))
+        # On the meta device, like the ViT: the checkpoint supplies every weight of the language model.
+        def build(**kwargs: Any) -> nn.Module:
+            with init_empty_weights():
+                return model_class(config.text_config)
+
+        return _Supplier(build)
 
     def load_weights(model: nn.Module, cfg: Any, **kwargs: Any) -> None:
         _match_projection_width(model, config.image_text_hidden_size)
@@ -159,9 +170,21 @@ def supplied_from(
 def load_from_folder(
     name: str, model_type: str, folder: str | Path, device: torch.device, **kwargs: Any
 ) -> tuple:
-    """`load_model_and_preprocess(name, model_type, is_eval=True, device)` answered from `folder`."""
-    lavis_compat.apply()
-    from lavis.models import load_model_and_preprocess
+    """`load_model_and_preprocess(name, model_type, is_eval=True, device)` answered from `folder`.
 
+    Its steps, run one by one, except its final whole-model cast to fp32 on the CPU: weights stay in the
+    checkpoint's dtype (fp16 for a hub checkpoint) until `helpers.backends.lavis.place` casts each part once,
+    so loading never holds an fp32 copy of the ViT and the language model.
+    """
+    lavis_compat.apply()
+    from lavis.common.registry import registry
+    from lavis.models import load_preprocess
+    from omegaconf import OmegaConf
+
+    model_class = registry.get_model_class(name)
     with supplied_from(folder, **kwargs):
-        return load_model_and_preprocess(name, model_type, is_eval=True, device=device)
+        model = model_class.from_pretrained(model_type=model_type).eval()
+    vis_processors, txt_processors = load_preprocess(
+        OmegaConf.load(model_class.default_config_path(model_type)).preprocess
+    )
+    return model.to(device), vis_processors, txt_processors
