@@ -106,6 +106,9 @@ def main() -> None:
     for backend in args.backends:
         result = measure(backend)
         result["peak_over_fp16_bytes"] = result["peak_rss_bytes"] / weight_bytes
+        # what loading added on top of the interpreter and its libraries, for comparison
+        added = result["peak_rss_bytes"] - result["rss_before_load_bytes"]
+        result["added_over_fp16_bytes"] = added / weight_bytes
         figures[backend] = result
         goals.append(
             benchmarking.Goal(
