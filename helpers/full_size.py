@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import Blip2ForConditionalGeneration, Blip2Processor, PreTrainedModel
+from transformers import BertTokenizer, Blip2ForConditionalGeneration, Blip2Processor, PreTrainedModel
 
 from helpers import offline
 from helpers.variants import STAGE1_VARIANT, meta_model
 
-VERSION = "random-v1"
+VERSION = "random-v2"
 CACHE_ENV_VAR = "BLIP2_FULL_SIZE_DIR"
 GENERATION = "blip2-opt-2.7b"
 RETRIEVAL = STAGE1_VARIANT
@@ -107,6 +107,20 @@ def _save_config(model: PreTrainedModel, processor: Blip2Processor, folder: Path
     config.save_pretrained(folder)
 
 
+def _full_vocabulary(processor: Blip2Processor, size: int) -> Blip2Processor:
+    """The offline BERT tokenizer padded with unused tokens to the Q-Former's full vocabulary.
+
+    LAVIS resizes the Q-Former's word embeddings to the tokenizer's length, so the two must agree; the
+    offline words keep their ids and tokenise exactly as before. [DEC] stays the last token, as in LAVIS.
+    """
+    words = [token for token, _ in sorted(processor.tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    words.remove("[DEC]")
+    words += [f"[unused{index}]" for index in range(size - 1 - len(words))]
+    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(words)})
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    return Blip2Processor(processor.image_processor, tokenizer, num_query_tokens=processor.num_query_tokens)
+
+
 def build(variant: str, folder: str | Path, shard_bytes: int = SHARD_BYTES, seed: int = 0) -> Path:
     """Write the checkpoint into a temporary folder next to `folder` and rename it into place."""
     folder = Path(folder)
@@ -116,6 +130,8 @@ def build(variant: str, folder: str | Path, shard_bytes: int = SHARD_BYTES, seed
         kind = offline.RETRIEVAL if variant == RETRIEVAL else offline.CAPTION
         processor = Blip2Processor.from_pretrained(offline.checkpoint_path(kind))
         model = _write_weights(variant, staging, shard_bytes, seed)
+        if variant == RETRIEVAL:
+            processor = _full_vocabulary(processor, model.config.qformer_config.vocab_size)
         _save_config(model, processor, staging)
         processor.save_pretrained(staging)
         if folder.exists():  # another process finished first
