@@ -23,13 +23,18 @@ def load_blip2(
     dtype: str | torch.dtype = "auto",
     model_id: str | None = None,
     *,
+    retrieval_id: str | None = None,
     verbose: bool = True,
 ) -> Blip2Backend:
-    """Load BLIP-2 for a profile; `model_id` replaces the profile's generation checkpoint (a hub id or folder)."""
+    """Load BLIP-2 for a profile; `model_id` replaces the profile's generation checkpoint (a hub id or folder).
+
+    `retrieval_id` replaces its retrieval checkpoint, e.g. a freshly trained toy-world run's folder.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; use one of {BACKENDS}")
     choice = choose_profile(profile)
     caption_model, retrieval_model = checkpoint_locations(choice, model_id)
+    retrieval_model = retrieval_id or retrieval_model
     encoder_decoder = "t5" in caption_model.lower()
     precision = choose_precision(device, dtype, encoder_decoder_lm=encoder_decoder)
     if not choice.profile.load_in_8bit:
