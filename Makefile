@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 BUILD := build
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install run test lint format clean figures bench
+.PHONY: install run test lint format clean figures bench toyworld
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: $(STAMP)
 		$(BIN)/python "$$benchmark" --out $(BUILD)/bench || exit 1; \
 	done
 	$(BIN)/python -m helpers.benchmarking $(BUILD)/bench
+
+# Retrain the toy-world miniature BLIP-2 (about 10 min on 2 CPU cores, plus its ablations) and rewrite
+# data/toyworld/ atomically: both checkpoints, manifest.json and ablations.json.
+toyworld: $(STAMP)
+	$(BIN)/python -m helpers.toyworld
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

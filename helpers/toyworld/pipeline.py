@@ -1,0 +1,287 @@
+"""The whole miniature recipe in one call: world, tokenizers, unimodal models, stage 1, stage 2, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import (
+    Blip2ForConditionalGeneration,
+    Blip2ForImageTextRetrieval,
+    Blip2Processor,
+    Blip2VisionModel,
+    OPTForCausalLM,
+)
+
+from helpers.pretraining import STAGE1_OBJECTIVES
+from helpers.toyworld import data, models, sequences, stages, tokenizers, unimodal, world
+
+CAPTION = "caption"
+RETRIEVAL = "retrieval"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the trained weights; `make toyworld` uses the defaults."""
+
+    seed: int = 0
+    train_scenes: int = 2000
+    sizes: models.Sizes = field(default_factory=models.Sizes)
+    vision_steps: int = 250
+    vision_batch: int = 32
+    lm_steps: int = 300
+    lm_batch: int = 64
+    stage1_steps: int = 400
+    stage1_batch: int = 32
+    stage2_steps: int = 400
+    stage2_batch: int = 32
+
+    def reduced(self) -> Recipe:
+        """A run small enough for CI and a notebook: same recipe, fewer scenes and steps (weights not shipped)."""
+        return Recipe(
+            seed=self.seed,
+            train_scenes=300,
+            sizes=self.sizes,
+            vision_steps=30,
+            vision_batch=16,
+            lm_steps=40,
+            lm_batch=32,
+            stage1_steps=30,
+            stage1_batch=16,
+            stage2_steps=30,
+            stage2_batch=16,
+        )
+
+
+@dataclass
+class Trained:
+    """The two checkpoints' models and processors, the loss histories and the seconds each phase took."""
+
+    recipe: Recipe
+    retrieval: Blip2ForImageTextRetrieval
+    retrieval_processor: Blip2Processor
+    caption: Blip2ForConditionalGeneration
+    caption_processor: Blip2Processor
+    losses: dict[str, list] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Phase:
+    """A progress bar and a loss history for one training phase, and its wall time."""
+
+    def __init__(self, trained_losses: dict[str, list], seconds: dict[str, float], name: str, steps: int):
+        self.name, self.history, self.seconds = name, trained_losses.setdefault(name, []), seconds
+        self.bar = tqdm(total=steps, desc=name, leave=True)
+        self.start = time.perf_counter()
+
+    def __call__(self, step: int, loss: float | dict[str, float]) -> None:
+        self.history.append(loss)
+        shown = loss if isinstance(loss, dict) else {"loss": loss}
+        self.bar.set_postfix({key: f"{value:.3f}" for key, value in shown.items()}, refresh=False)
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+        self.seconds[self.name] = time.perf_counter() - self.start
+
+
+@dataclass
+class Unimodal:
+    """The world's training data and the frozen models both stages start from (shared by the ablations)."""
+
+    recipe: Recipe
+    scenes: list[world.Scene]
+    questions: list[list[world.QA]]
+    pixels: stages.Pixels
+    caption_processor: Blip2Processor
+    retrieval_processor: Blip2Processor
+    vision: Blip2VisionModel
+    language_model: OPTForCausalLM
+    losses: dict[str, list] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def pretrain_unimodal(recipe: Recipe) -> Unimodal:
+    """Render the training split, learn both tokenizers, pretrain the ViT and the OPT on their own."""
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    sizes = recipe.sizes
+    losses: dict[str, list] = {}
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    scenes = world.scenes(recipe.seed, "train", recipe.train_scenes)
+    questions = _questions_by_scene(recipe.seed, scenes)
+    lines = world.world_text(recipe.seed, recipe.train_scenes)
+    caption_processor = models.caption_processor(tokenizers.opt_tokenizer(lines), sizes)
+    retrieval_processor = models.retrieval_processor(tokenizers.bert_tokenizer(lines), sizes)
+    pixels_uint8 = data.render_uint8(scenes)
+    normalise = data.PixelNormaliser(caption_processor.image_processor)
+
+    def pixels(indices: torch.Tensor) -> torch.Tensor:
+        return normalise(pixels_uint8[indices])
+
+    seconds["world"] = time.perf_counter() - start
+
+    phase = _Phase(losses, seconds, "vision", recipe.vision_steps)
+    vision, _ = unimodal.train_vision(
+        sizes,
+        pixels,
+        unimodal.attribute_labels(scenes),
+        unimodal.patch_labels(scenes),
+        steps=recipe.vision_steps,
+        batch_size=recipe.vision_batch,
+        generator=generator,
+        on_step=phase,
+    )
+    phase.close()
+
+    tokenizer = caption_processor.tokenizer
+    documents = [
+        sequences.text_document(tokenizer, scene, example)
+        for scene, scene_questions in zip(scenes, questions, strict=True)
+        for example in sequences.examples(scene, scene_questions)
+    ]
+    phase = _Phase(losses, seconds, "language model", recipe.lm_steps)
+    language_model = unimodal.train_language_model(
+        sizes,
+        tokenizer,
+        documents,
+        steps=recipe.lm_steps,
+        batch_size=recipe.lm_batch,
+        generator=generator,
+        on_step=phase,
+    )
+    phase.close()
+    return Unimodal(
+        recipe,
+        scenes,
+        questions,
+        pixels,
+        caption_processor,
+        retrieval_processor,
+        vision,
+        language_model,
+        losses,
+        seconds,
+    )
+
+
+def two_stage(
+    base: Unimodal, *, objectives: Collection[str] = STAGE1_OBJECTIVES, skip_stage1: bool = False
+) -> Trained:
+    """Stage 1 then stage 2 on the frozen unimodal models; `skip_stage1`/`objectives` give the ablations."""
+    recipe, sizes = base.recipe, base.recipe.sizes
+    torch.manual_seed(recipe.seed + 1)
+    generator = torch.Generator().manual_seed(recipe.seed + 1)
+    losses = {name: list(history) for name, history in base.losses.items()}
+    seconds = dict(base.seconds)
+    retrieval = models.retrieval_model(sizes, base.retrieval_processor.tokenizer)
+    if not skip_stage1:
+        bert = base.retrieval_processor.tokenizer
+        tokens = bert([scene.caption() for scene in base.scenes], padding=True, return_tensors="pt")
+        captions = sorted({scene.caption() for scene in base.scenes})
+        groups = torch.tensor([captions.index(scene.caption()) for scene in base.scenes])
+        phase = _Phase(losses, seconds, "stage 1", recipe.stage1_steps)
+        stages.stage1(
+            retrieval,
+            base.vision,
+            base.pixels,
+            tokens,
+            groups,
+            dec_token_id=bert.bos_token_id,
+            steps=recipe.stage1_steps,
+            batch_size=recipe.stage1_batch,
+            generator=generator,
+            objectives=objectives,
+            on_step=phase,
+        )
+        phase.close()
+
+    tokenizer = base.caption_processor.tokenizer
+    image_token = tokenizer.convert_tokens_to_ids(base.caption_processor.image_token.content)
+    examples = [
+        (index, sequences.visual_example(tokenizer, image_token, sizes.num_query_tokens, example))
+        for index, (scene, scene_questions) in enumerate(zip(base.scenes, base.questions, strict=True))
+        for example in sequences.examples(scene, scene_questions)
+    ]
+    caption = models.generation_model(sizes, base.caption_processor)
+    phase = _Phase(losses, seconds, "stage 2", recipe.stage2_steps)
+    stages.stage2(
+        caption,
+        base.language_model,
+        None if skip_stage1 else retrieval,
+        base.vision,
+        base.pixels,
+        examples,
+        steps=recipe.stage2_steps,
+        batch_size=recipe.stage2_batch,
+        generator=generator,
+        on_step=phase,
+    )
+    phase.close()
+    return Trained(
+        recipe, retrieval, base.retrieval_processor, caption, base.caption_processor, losses, seconds
+    )
+
+
+def train(recipe: Recipe) -> Trained:
+    """The whole recipe: unimodal pretraining, then both stages."""
+    return two_stage(pretrain_unimodal(recipe))
+
+
+def _questions_by_scene(seed: int, scenes: list[world.Scene]) -> list[list[world.QA]]:
+    grouped: list[list[world.QA]] = [[] for _ in scenes]
+    for position, qa in world.split_questions(seed, "train", scenes):
+        grouped[position].append(qa)
+    return grouped
+
+
+def save(trained: Trained, destination: Path, extra: dict | None = None) -> Path:
+    """Write caption/, retrieval/ (HF layout, safetensors) and manifest.json, then rename into place atomically."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the checkpoints are for everyone
+    try:
+        trained.caption.save_pretrained(staging / CAPTION)
+        trained.caption_processor.save_pretrained(staging / CAPTION)
+        trained.retrieval.save_pretrained(staging / RETRIEVAL)
+        trained.retrieval_processor.save_pretrained(staging / RETRIEVAL)
+        manifest = {
+            "recipe": asdict(trained.recipe),
+            "train_seconds": round(sum(trained.seconds.values()), 1),
+            "seconds": {name: round(value, 1) for name, value in trained.seconds.items()},
+            "final_losses": {name: history[-1] for name, history in trained.losses.items() if history},
+            "made_with": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "cpu_threads": torch.get_num_threads(),
+            },
+            "command": "make toyworld",
+            **(extra or {}),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if destination.exists():
+            backup = destination.with_name(f".{destination.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            destination.rename(backup)
+            staging.rename(destination)
+            shutil.rmtree(backup)
+        else:
+            staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination
