@@ -131,8 +131,14 @@ class Blip2Backend(ABC):
 
     # ---- retrieval and features: one protocol over each backend's Q-Former primitives --------------
     @abstractmethod
-    def _vision(self, images: list[Image.Image]) -> torch.Tensor:
+    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """Frozen-ViT features after its final layer norm (LAVIS's `ln_vision`), (B, ViT tokens, width)."""
+
+    def _vision(self, images: list[Image.Image]) -> torch.Tensor:
+        """ViT features, computed once per distinct image: ITM pairs repeat the same image many times."""
+        distinct = list({id(image): image for image in images}.values())
+        row = {id(image): index for index, image in enumerate(distinct)}
+        return self._encode_images(distinct)[[row[id(image)] for image in images]]
 
     @abstractmethod
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:

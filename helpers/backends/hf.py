@@ -114,12 +114,8 @@ class HFBackend(Blip2Backend):
             "attention_mask": tokens["attention_mask"].to(self.retrieval.device),
         }
 
-    def _vision(self, images: list[Image.Image]) -> torch.Tensor:
-        """ViT patch features, computed once per distinct image: ITM pairs repeat the same image many times."""
-        distinct = list({id(image): image for image in images}.values())
-        row = {id(image): index for index, image in enumerate(distinct)}
-        features = self.retrieval.vision_model(pixel_values=self._pixels(distinct)).last_hidden_state
-        return features[[row[id(image)] for image in images]]
+    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.retrieval.vision_model(pixel_values=self._pixels(images)).last_hidden_state
 
     def _queries(self, batch: int) -> torch.Tensor:
         return self.retrieval.query_tokens.expand(batch, -1, -1)

@@ -130,7 +130,7 @@ class LavisBackend(Blip2Backend):
         )
         return {key: tokens[key].to(self.precision.device) for key in ("input_ids", "attention_mask")}
 
-    def _vision(self, images: list[Image.Image]) -> torch.Tensor:
+    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """Frozen ViT features as LAVIS computes them (`ln_vision(visual_encoder(image))`), in fp32."""
         with self.retrieval.maybe_autocast():
             embeds = self.retrieval.ln_vision(self.retrieval.visual_encoder(self._pixels(images)))

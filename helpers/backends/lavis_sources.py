@@ -11,6 +11,7 @@ model classes with their `from_pretrained`, and its processors, runs unchanged.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -135,6 +136,8 @@ def supplied_from(
         _match_projection_width(model, config.image_text_hidden_size)
         # LAVIS's ln_vision uses torch's default eps (1e-5); the HF layout declares the ViT's (1e-6) for it.
         model.ln_vision.eps = config.vision_config.layer_norm_eps
+        # Blip2T5 casts its LM to bf16 in __init__; loading into bf16 would round the checkpoint's weights.
+        model.float()
         convert.load_hf_weights_into_lavis(model, folder)
 
     replacements = [
@@ -153,7 +156,8 @@ def supplied_from(
         ),
         (blip2_opt, "OPTForCausalLM", language_model(OPTForCausalLM)),
         (blip2_t5, "T5TokenizerFast", _Supplier(lambda **kwargs: AutoTokenizer.from_pretrained(folder))),
-        (blip2_t5, "T5Config", _Supplier(lambda **kwargs: config.text_config)),
+        # A copy: LAVIS overwrites the T5 config's dense_act_fn with "gelu" (exact; Flan-T5 declares gelu_new).
+        (blip2_t5, "T5Config", _Supplier(lambda **kwargs: copy.deepcopy(config.text_config))),
         (blip2_t5, "T5ForConditionalGeneration", language_model(T5ForConditionalGeneration)),
         (base_model.BaseModel, "load_checkpoint_from_config", load_weights),
     ]
