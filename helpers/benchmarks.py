@@ -1,14 +1,13 @@
-"""The benchmark sets notebook 07 evaluates: the paper's (downloaded on Colab) or an offline stand-in.
+"""The benchmark sets notebook 07 evaluates: the paper's (downloaded on Colab) or the toy world's offline.
 
-Offline, the bundled sample photos are written out with hand-made references in the official formats
+Offline, the toy world's held-out test split (helpers.toyworld) is written out in the official formats
 (VQAv2 questions/annotations, COCO Karpathy split) and read back through the very loaders the real files
-use, so CI runs the whole pipeline. Real runs fetch the official annotation files and only the images of
-the chosen subset.
+use, so CI runs the whole pipeline on a model that really answers. Real runs fetch the official annotation
+files and only the images of the chosen subset.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,38 +23,6 @@ from helpers.datasets import (
     write_karpathy,
     write_vqav2,
 )
-from helpers.images import sample_path
-
-_SAMPLES = {
-    # photo: (reference captions, [(question, human answers)])
-    "astronaut": (
-        ("an astronaut in an orange suit holding a helmet", "a woman astronaut posing in front of a flag"),
-        [("what color is the suit?", ("orange",) * 10), ("is there a flag?", ("yes",) * 10)],
-    ),
-    "cat": (
-        ("a tabby cat looking to the side", "a close up of a brown striped cat"),
-        [("what animal is this?", ("cat",) * 9 + ("kitten",)), ("how many cats are there?", ("1",) * 10)],
-    ),
-    "coffee": (
-        ("a cup of coffee on a red saucer", "an espresso with a spoon on a wooden table"),
-        [
-            ("what drink is this?", ("coffee",) * 7 + ("espresso",) * 3),
-            ("what color is the saucer?", ("red",) * 10),
-        ],
-    ),
-    "rocket": (
-        ("a rocket on a launch pad at dusk", "a rocket standing between two towers"),
-        [("what is on the launch pad?", ("rocket",) * 10), ("is it daytime?", ("no",) * 8 + ("yes",) * 2)],
-    ),
-    "camera": (
-        ("a man with a camera on a tripod", "a black and white photo of a cameraman on a lawn"),
-        [("what is the man holding?", ("camera",) * 10), ("is the photo in color?", ("no",) * 10)],
-    ),
-    "hubble_deep_field": (
-        ("many galaxies on a black sky", "a deep field image of space full of galaxies"),
-        [("what is shown?", ("galaxies",) * 6 + ("space",) * 4), ("is the background black?", ("yes",) * 10)],
-    ),
-}
 
 
 @dataclass
@@ -71,36 +38,58 @@ class Benchmarks:
     paper_names: dict[str, str]
 
 
-def write_sample_benchmark(root: str | Path) -> dict[str, Path]:
-    """Write the sample photos as a VQAv2-format set and a Karpathy-format caption split under `root`."""
+OFFLINE_SIZES = {"vqa_scenes": 4, "captions": 12, "retrieval": 20}
+"""How much of the toy world's test split the offline run evaluates: seconds on a CPU, not a statistic."""
+
+
+def write_toyworld_benchmark(
+    root: str | Path, seed: int = 0, vqa_scenes: int = 4, captions: int = 12, retrieval: int = 20
+) -> dict[str, Path]:
+    """Write the toy world's held-out test split as a VQAv2-format set and Karpathy-format splits under `root`.
+
+    Captions come from the first `captions` test scenes; VQA asks every question of the first `vqa_scenes`;
+    retrieval uses `retrieval` scenes with pairwise distinct captions, so each image has one right text.
+    """
+    from helpers.toyworld.world import render, retrieval_set, scenes, split_questions
+
     root = Path(root)
     images = root / "images"
     images.mkdir(parents=True, exist_ok=True)
-    vqa, captions = [], []
-    for index, (name, (references, questions)) in enumerate(_SAMPLES.items()):
-        image = images / f"{index:06d}.jpg"
-        shutil.copy(sample_path(name), image)
-        captions.append(CaptionExample(index, image, references))
-        vqa += [VQAExample(index * 10 + j, image, q, answers) for j, (q, answers) in enumerate(questions)]
+    test = scenes(seed, "test", max(vqa_scenes, captions))
+    retrieval_scenes = retrieval_set(seed, "test", retrieval)
+    paths = {}
+    for scene in [*test, *retrieval_scenes]:
+        if id(scene) not in paths:
+            paths[id(scene)] = images / f"{len(paths):06d}.png"
+            render(scene).save(paths[id(scene)])
+    vqa = [
+        VQAExample(number, paths[id(test[position])], qa.question, qa.answers)
+        for number, (position, qa) in enumerate(split_questions(seed, "test", test[:vqa_scenes]))
+    ]
     files = {"questions": root / "questions.json", "annotations": root / "annotations.json"}
     write_vqav2(vqa, files["questions"], files["annotations"])
-    files["karpathy"] = root / "dataset_samples.json"
-    write_karpathy(captions, files["karpathy"])
+    files["captions"] = root / "dataset_toyworld_captions.json"
+    write_karpathy(_caption_examples(test[:captions], paths), files["captions"])
+    files["retrieval"] = root / "dataset_toyworld_retrieval.json"
+    write_karpathy(_caption_examples(retrieval_scenes, paths), files["retrieval"])
     files["images"] = images
     return files
 
 
+def _caption_examples(scenes: list, paths: dict[int, Path]) -> list[CaptionExample]:
+    return [CaptionExample(index, paths[id(scene)], (scene.caption(),)) for index, scene in enumerate(scenes)]
+
+
 def offline_benchmarks(root: str | Path) -> Benchmarks:
-    """The sample-photo stand-in, read back through the official-format loaders."""
-    files = write_sample_benchmark(root)
-    captions = load_karpathy_captions(files["karpathy"], files["images"])
+    """The toy world's test split, written in the official formats and read back through their loaders."""
+    files = write_toyworld_benchmark(root, **OFFLINE_SIZES)
     return Benchmarks(
-        vqa=load_vqav2(files["questions"], files["annotations"], files["images"], image_name="{:06d}.jpg"),
-        vqa_name="sample photos (VQAv2 format)",
-        captions=captions,
-        captions_name="sample photos (Karpathy format)",
-        retrieval=retrieval_set(captions),
-        retrieval_name="sample photos retrieval",
+        vqa=load_vqav2(files["questions"], files["annotations"], files["images"], image_name="{:06d}.png"),
+        vqa_name="toy world test (VQAv2 format)",
+        captions=load_karpathy_captions(files["captions"], files["images"]),
+        captions_name="toy world test (Karpathy format)",
+        retrieval=retrieval_set(load_karpathy_captions(files["retrieval"], files["images"])),
+        retrieval_name="toy world test retrieval",
         paper_names={},
     )
 

@@ -183,10 +183,14 @@ def test_writers_round_trip_through_the_loaders(tmp_path):
 
 
 def test_offline_benchmark_goes_through_the_official_loaders(tmp_path):
-    from helpers.benchmarks import offline_benchmarks
+    from helpers.benchmarks import OFFLINE_SIZES, offline_benchmarks
+    from helpers.toyworld.world import scenes
 
     data = offline_benchmarks(tmp_path)
-    assert len(data.captions) == len(sample_names()) and len(data.vqa) == 2 * len(sample_names())
+    assert len(data.captions) == OFFLINE_SIZES["captions"]
+    assert len(data.vqa) == 6 * OFFLINE_SIZES["vqa_scenes"]  # one question of each of six kinds per scene
+    assert data.captions[0].references == (scenes(0, "test", 1)[0].caption(),)
     assert all(len(example.answers) == 10 for example in data.vqa)
-    assert data.retrieval.image_texts[0] == [0, 1]
+    assert len(set(data.retrieval.texts)) == len(data.retrieval.texts) == OFFLINE_SIZES["retrieval"]
+    assert data.retrieval.image_texts[0] == [0]
     assert json.loads((tmp_path / "questions.json").read_text())["questions"][0]["image_id"] == 0
