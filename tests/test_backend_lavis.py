@@ -280,3 +280,12 @@ def test_readme_shows_the_checkpoint_table_and_profiles_use_it():
     assert PROFILES["t4"].lavis_models == "blip2_opt/pretrain_opt2.7b, blip2_image_text_matching/pretrain"
     with pytest.raises(ValueError, match="no LAVIS counterpart"):
         Profile("custom", "someone/blip2-variant", "Salesforce/blip2-itm-vit-g", "not in the table")
+
+
+def test_importing_lavis_leaves_truncated_images_refused():
+    from PIL import ImageFile
+
+    lavis_compat.apply()
+    import lavis.datasets.datasets.coco_caption_datasets  # noqa: F401  (the module that flips the setting)
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False

@@ -161,6 +161,21 @@ def _stand_in_for_optional_imports() -> None:
             sys.modules[package] = _AbsentModule(package, purpose)
 
 
+def _import_lavis_without_global_side_effects() -> None:
+    """Import LAVIS (registering its models) but undo the one global setting it makes on the way.
+
+    Its COCO caption dataset module sets PIL's `ImageFile.LOAD_TRUNCATED_IMAGES = True` at import, which
+    would make every truncated image in the process load silently as a partly grey picture; the kit's
+    image loader reports such files instead, so the setting is put back.
+    """
+    from PIL import ImageFile
+
+    truncated_images = ImageFile.LOAD_TRUNCATED_IMAGES
+    import lavis  # noqa: F401
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = truncated_images
+
+
 def apply() -> None:
     """Install every shim, then import LAVIS. Safe to call many times."""
     global _applied
@@ -168,7 +183,7 @@ def apply() -> None:
         return
     _restore_moved_transformers_helpers()
     _stand_in_for_optional_imports()
-    import lavis  # noqa: F401  (registers LAVIS's models; needs the shims above)
+    _import_lavis_without_global_side_effects()
 
     _restore_v4_model_initialisation()
     _use_maintained_language_models()
