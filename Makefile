@@ -7,7 +7,8 @@ BUILD := build
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 # The offline models are tiny: one intra-op thread per process is faster than two that wait on each other
 # (measured on the 2-core machine: tests/test_backend_lavis.py 66 s -> 9 s; the whole suite 5.5 min).
-export OMP_NUM_THREADS ?= 1
+# Benchmarks of full-size models keep torch's default.
+run test: export OMP_NUM_THREADS ?= 1
 
 .PHONY: install run test lint format clean figures bench toyworld
 

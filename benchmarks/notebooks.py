@@ -26,7 +26,7 @@ def papermill(notebook: Path, output: Path, parameters: dict[str, str]) -> float
     command = [sys.executable, "-m", "papermill", "--log-level", "WARNING", "-k", "python3"]
     for name, value in parameters.items():
         command += ["-p", name, value]
-    environment = {**os.environ, "BLIP2_PROFILE": "offline"}
+    environment = {**os.environ, "BLIP2_PROFILE": "offline", "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     completed = subprocess.run(
         [*command, str(notebook), str(output)], capture_output=True, text=True, env=environment, check=False
@@ -76,7 +76,7 @@ def main() -> None:
         goals.append(benchmarking.Goal("all notebooks: wall time", total, "<=", GOAL_TOTAL_SECONDS, "s"))
     figures = {"floor_seconds": floor, "notebook_seconds": seconds, "total_seconds": total}
     settings = {
-        "runner": "papermill -k python3 -p PROFILE offline, BLIP2_PROFILE=offline (as `make run`)",
+        "runner": "papermill -k python3 -p PROFILE offline, BLIP2_PROFILE=offline OMP_NUM_THREADS=1 (as `make run`)",
         "backend": "hf (the notebooks' default BACKEND)",
         "floor": "a one-cell notebook running `import helpers` in a fresh python3 kernel",
         "notebooks": [path.name for path in notebooks],
