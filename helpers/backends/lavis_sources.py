@@ -186,9 +186,13 @@ def load_from_folder(
     from omegaconf import OmegaConf
 
     model_class = registry.get_model_class(name)
-    with supplied_from(folder, **kwargs):
-        model = model_class.from_pretrained(model_type=model_type).eval()
-    vis_processors, txt_processors = load_preprocess(
-        OmegaConf.load(model_class.default_config_path(model_type)).preprocess
-    )
+    settings = OmegaConf.load(model_class.default_config_path(model_type))
+    with supplied_from(folder, **kwargs) as config:
+        # The model type's yaml describes ViT-g's 32 queries at 224 px; a folder says its own sizes.
+        settings.model.num_query_token = config.num_query_tokens
+        settings.model.image_size = config.vision_config.image_size
+        for processor in settings.preprocess.vis_processor.values():
+            processor.image_size = config.vision_config.image_size
+        model = model_class.from_config(settings.model).eval()
+    vis_processors, txt_processors = load_preprocess(settings.preprocess)
     return model.to(device), vis_processors, txt_processors
