@@ -14,8 +14,8 @@ import time
 
 from helpers import benchmarking
 from helpers.loading import BACKENDS
-from helpers.offline import TOYWORLD_DIR
 from helpers.toyworld.evaluate import THRESHOLDS, EvalSize, evaluate, load_run
+from helpers.toyworld.pipeline import SHIPPED_DIR
 
 GOAL_TRAIN_SECONDS = 600.0
 
@@ -23,14 +23,15 @@ GOAL_TRAIN_SECONDS = 600.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="build/bench")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    # LAVIS builds its Q-Former with 32 queries whatever the folder says; the miniature has 8.
+    parser.add_argument("--backends", nargs="+", default=["hf"], choices=BACKENDS)
     args = parser.parse_args()
-    manifest = json.loads((TOYWORLD_DIR / "manifest.json").read_text())
+    manifest = json.loads((SHIPPED_DIR / "manifest.json").read_text())
     size = EvalSize()
     figures: dict = {}
     for backend in args.backends:
         start = time.perf_counter()
-        figures[backend] = evaluate(load_run(TOYWORLD_DIR, backend), manifest["recipe"]["seed"], size)
+        figures[backend] = evaluate(load_run(SHIPPED_DIR, backend), manifest["recipe"]["seed"], size)
         figures[backend]["eval_seconds"] = time.perf_counter() - start
         print(f"{backend}: {figures[backend]}")
     goals = [
@@ -40,7 +41,7 @@ def main() -> None:
     ]
     goals.append(benchmarking.Goal("train_seconds", manifest["train_seconds"], "<=", GOAL_TRAIN_SECONDS, "s"))
     settings = {
-        "checkpoints": str(TOYWORLD_DIR),
+        "checkpoints": str(SHIPPED_DIR),
         "split": "test (held out)",
         "eval_size": vars(size),
         "decoding": "greedy (helpers.GREEDY)",

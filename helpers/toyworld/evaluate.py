@@ -12,8 +12,11 @@ from helpers.evaluation import recall_at_k, vqa_accuracy
 from helpers.generation import GREEDY, GenerationSettings
 from helpers.loading import load_blip2
 from helpers.toyworld.metrics import caption_attribute_f1
-from helpers.toyworld.pipeline import CAPTION, RETRIEVAL
+from helpers.toyworld.pipeline import CAPTION, RETRIEVAL, SHIPPED_DIR
 from helpers.toyworld.world import render, retrieval_set, scenes, split_questions
+
+ABLATIONS = "ablations.json"
+"""Held-out scores of the shipped run and its two ablations, written by `make toyworld` next to the weights."""
 
 THRESHOLDS = {"caption_f1": 0.9, "vqa_accuracy": 0.85, "retrieval_r1": 0.9}
 """The quality the shipped weights must reach on the held-out split (issue 5)."""
@@ -34,8 +37,11 @@ class EvalSize:
         return cls(captions=40, questions_from=20, retrieval_queries=20)
 
 
-def load_run(folder: str | Path, backend: str = "hf", verbose: bool = False) -> Blip2Backend:
-    """Load a toy-world run's two checkpoints (caption/, retrieval/) with a backend, on the CPU in float32."""
+def load_run(folder: str | Path = SHIPPED_DIR, backend: str = "hf", verbose: bool = False) -> Blip2Backend:
+    """Load a toy-world run's two checkpoints (caption/, retrieval/) with a backend, on the CPU in float32.
+
+    The default folder holds the shipped weights (data/toyworld/).
+    """
     folder = Path(folder)
     for kind in (CAPTION, RETRIEVAL):
         if not (folder / kind / "config.json").is_file():

@@ -35,7 +35,7 @@ class Sizes:
     lm_hidden: int = 96
     lm_layers: int = 3
     num_query_tokens: int = 8
-    patch_size: int = 32
+    patch_size: int = 56
     projection: int = 64
 
     def as_dict(self) -> dict[str, int]:

@@ -28,6 +28,8 @@ from helpers.toyworld import data, models, sequences, stages, tokenizers, unimod
 CAPTION = "caption"
 RETRIEVAL = "retrieval"
 MANIFEST = "manifest.json"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "toyworld"
+"""Where `make toyworld` writes the trained checkpoints the repository commits (data/toyworld/)."""
 
 
 @dataclass(frozen=True)
@@ -37,28 +39,28 @@ class Recipe:
     seed: int = 0
     train_scenes: int = 2000
     sizes: models.Sizes = field(default_factory=models.Sizes)
-    vision_steps: int = 250
+    vision_steps: int = 500
     vision_batch: int = 32
     lm_steps: int = 300
     lm_batch: int = 64
-    stage1_steps: int = 400
+    stage1_steps: int = 600
     stage1_batch: int = 32
-    stage2_steps: int = 400
+    stage2_steps: int = 600
     stage2_batch: int = 32
 
     def reduced(self) -> Recipe:
         """A run small enough for CI and a notebook: same recipe, fewer scenes and steps (weights not shipped)."""
         return Recipe(
             seed=self.seed,
-            train_scenes=300,
+            train_scenes=200,
             sizes=self.sizes,
-            vision_steps=30,
+            vision_steps=20,
             vision_batch=16,
-            lm_steps=40,
-            lm_batch=32,
-            stage1_steps=30,
+            lm_steps=30,
+            lm_batch=16,
+            stage1_steps=15,
             stage1_batch=16,
-            stage2_steps=30,
+            stage2_steps=20,
             stage2_batch=16,
         )
 
@@ -74,6 +76,18 @@ class Trained:
     caption_processor: Blip2Processor
     losses: dict[str, list] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def curves(self) -> dict[str, list[float]]:
+        """Every loss history by name, stage 1 split into its objectives: what `loss_curves` plots."""
+        curves: dict[str, list[float]] = {}
+        for phase, history in self.losses.items():
+            if history and isinstance(history[0], dict):
+                for name in history[0]:
+                    if name != "total":
+                        curves[f"{phase} {name}"] = [step[name] for step in history]
+            else:
+                curves[phase] = list(history)
+        return curves
 
 
 class _Phase:

@@ -68,7 +68,7 @@ def stage1(
     batch_size: int,
     generator: torch.Generator,
     objectives: Collection[str] = STAGE1_OBJECTIVES,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 2e-3,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Blip2ForImageTextRetrieval:
     """Train the Q-Former (queries from N(0, 0.02), as LAVIS) against the frozen `vision`; returns the model."""

@@ -20,6 +20,9 @@ from helpers.toyworld import models
 from helpers.toyworld.sequences import pad
 from helpers.toyworld.world import ATTRIBUTES, CELL, GRID, IMAGE_SIZE, SIDES, Scene
 
+POSITION_SCALE = 15.0
+"""Scales the sine-cosine position codes to about the norm of a patch embedding of the white canvas."""
+
 PATCH_ATTRIBUTES = ("shape", "colour", "size")
 """What each patch is taught to recognise in the object it holds (every object sits in one patch's cell)."""
 
@@ -49,9 +52,10 @@ class PretrainingHeads(nn.Module):
 
     Image-level heads read the mean of the patch tokens (every attribute), which is what a Q-Former query
     sees before its attention sharpens; patch-level heads read each patch token (empty, or an object on
-    the left or the right, and the object's shape, colour and size). Dense labels make a tiny ViT learn in
-    a few hundred steps what image labels alone teach it in thousands, and they write "an object, on the
-    left" into each object's token, so that a plain mean over patches already tells the count and side.
+    the left or the right, and the object's shape, colour and size), and a linear read-out of every patch
+    is fitted to (1 if it holds an object, +1/-1 if that object is on the left/right, 0 if empty), so that
+    the mean over patches carries the count and the side linearly. Dense labels make a tiny ViT learn in a
+    few hundred steps what image labels alone teach it in thousands.
     """
 
     def __init__(self, hidden: int) -> None:
@@ -61,6 +65,7 @@ class PretrainingHeads(nn.Module):
             nn.Linear(hidden, len(ATTRIBUTES[name]) if name else 1 + len(SIDES))
             for name in ("", *PATCH_ATTRIBUTES)
         )
+        self.additive = nn.Linear(hidden, 2)
 
     def loss(self, output: Any, labels: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         tokens = output.last_hidden_state[:, 1:]
@@ -70,7 +75,9 @@ class PretrainingHeads(nn.Module):
             F.cross_entropy(head(tokens).flatten(0, 1), patches[..., i].flatten(), ignore_index=-100)
             for i, head in enumerate(self.patch)
         )
-        return image + patch
+        where = patches[..., 0]
+        additive = torch.stack([(where > 0).float(), (where == 1).float() - (where == 2).float()], dim=-1)
+        return image + patch + F.mse_loss(self.additive(tokens), additive)
 
     @torch.no_grad()
     def accuracy(self, pooled: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -89,7 +96,7 @@ def train_vision(
     steps: int,
     batch_size: int,
     generator: torch.Generator,
-    learning_rate: float = 2e-3,
+    learning_rate: float = 5e-3,
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[Blip2VisionModel, PretrainingHeads]:
     """Train a Blip2VisionModel to classify each attribute; `pixels(indices)` returns normalised images.
@@ -97,7 +104,8 @@ def train_vision(
     Returns the ViT and its pretraining heads (for probing only: BLIP-2 keeps just the ViT)."""
     vision = Blip2VisionModel(models.vision_config(sizes))
     with torch.no_grad():
-        vision.embeddings.position_embedding[0, 1:] = sincos_2d(IMAGE_SIZE // sizes.patch_size, sizes.hidden)
+        codes = sincos_2d(IMAGE_SIZE // sizes.patch_size, sizes.hidden)
+        vision.embeddings.position_embedding[0, 1:] = POSITION_SCALE * codes
     heads = PretrainingHeads(sizes.hidden)
     parameters = [*vision.parameters(), *heads.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
@@ -111,16 +119,27 @@ def train_vision(
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimiser.step()
         schedule.step()
+        _zero_key_bias(vision)
         if on_step:
             on_step(step, loss.item())
     return vision.eval(), heads.eval()
 
 
+@torch.no_grad()
+def _zero_key_bias(vision: Blip2VisionModel) -> None:
+    """EVA-ViT has query and value biases but no key bias: keep the key third of HF's qkv.bias at 0 so the
+    LAVIS backend can load the ViT (a key bias only shifts every score of a query equally, so nothing is lost)."""
+    for layer in vision.encoder.layers:
+        width = layer.self_attn.qkv.bias.shape[0] // 3
+        layer.self_attn.qkv.bias[width : 2 * width] = 0
+
+
 def sincos_2d(grid: int, width: int) -> torch.Tensor:
-    """(grid*grid, width) fixed 2-D sine-cosine position codes (MAE's initialisation), row-major patches.
+    """(grid*grid, width) 2-D sine-cosine position codes (MAE's initialisation), row-major patches.
 
     The config's tiny random position embeddings leave a from-scratch ViT blind to where things are for
-    thousands of steps; "on the left" must be learnable in hundreds.
+    thousands of steps; "on the left" must be learnable in hundreds. The caller scales them up to the
+    patch embeddings' size, so position is not drowned by content.
     """
     quarter = width // 4
     frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)

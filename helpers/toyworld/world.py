@@ -1,7 +1,7 @@
 """The toy world: scenes of a few coloured shapes, rendered at 224 px, with captions, questions and answers.
 
 A scene is one group of identical shapes (same shape, colour and size) on one side of a white canvas, each in
-its own cell of a 7x7 grid that matches the miniature ViT's 32-pixel patches, so every fact about it is one word: "two small red circles on the left". Everything is a pure function of
+its own cell of a 4x4 grid that matches the miniature ViT's 56-pixel patches, so every fact about it is one word: "two small red circles on the left". Everything is a pure function of
 (seed, split, index), so any scene can be regenerated on its own and the splits never share a scene.
 """
 
@@ -15,9 +15,9 @@ from PIL import Image, ImageDraw
 
 IMAGE_SIZE = 224
 """The ViT-g input size, so the real BLIP image processor applies unchanged."""
-GRID = 7
+GRID = 4
 CELL = IMAGE_SIZE // GRID
-"""Shapes sit in the cells of a 7x7 grid, one per 32-pixel ViT patch, so a tiny ViT learns them in minutes."""
+"""Shapes sit in the cells of a 4x4 grid, one per 56-pixel ViT patch, so a tiny ViT learns them in minutes."""
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
@@ -32,7 +32,7 @@ VQA_ANNOTATORS = 10
 """VQA v2 gives each question ten human answers and scores min(matches / 3, 1); every toy annotator agrees."""
 
 _RGB = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 200, 30)}
-_RADIUS = {"small": (7, 8), "large": (12, 13)}
+_RADIUS = {"small": (9, 10), "large": (18, 20)}
 _JITTER = 2
 _BACKGROUND = (255, 255, 255)
 
@@ -99,8 +99,8 @@ def make_scene(seed: int, split: str, index: int) -> Scene:
 
 
 def _place(rng: np.random.Generator, count: int, side: str) -> tuple[tuple[int, int], ...]:
-    """Distinct cells of the side's three grid columns (never the middle one), each centre jittered a little."""
-    columns = range(0, GRID // 2) if side == "left" else range(GRID // 2 + 1, GRID)
+    """Distinct cells of the side's grid columns (never a middle one), each centre jittered a little."""
+    columns = range(0, GRID // 2) if side == "left" else range((GRID + 1) // 2, GRID)
     cells = [(column, row) for column in columns for row in range(GRID)]
     chosen = rng.choice(len(cells), size=count, replace=False)
     centres = []
