@@ -13,7 +13,11 @@ FOUR = GREEDY.replace(max_new_tokens=4)
 def test_caption_returns_one_string_per_image(offline_model, samples):
     captions = offline_model.caption(samples, FOUR)
     assert len(captions) == len(samples)
-    assert all(isinstance(caption, str) and caption for caption in captions)
+    # Random weights may emit only special tokens (an empty caption); tests/test_toyworld_quality.py checks
+    # what a trained miniature says.
+    assert all(isinstance(caption, str) for caption in captions)
+    alone = [offline_model.caption(image, FOUR)[0] for image in samples]
+    assert captions == alone  # batching changes nothing: each caption belongs to its own image
 
 
 def test_several_captions_are_grouped_by_image(offline_model, samples):

@@ -28,3 +28,17 @@ def test_colour_and_size_answers_on_held_out_scenes_are_right(shipped, kind) -> 
     truth = [qa.answer for _, qa in pairs]
     right = sum(answer == expected for answer, expected in zip(answers, truth, strict=True))
     assert right / len(pairs) >= 0.8, list(zip(answers, truth, strict=True))  # chance: 0.25 and 0.5
+
+
+def test_captions_name_the_colour_and_both_backends_say_the_same(shipped) -> None:
+    scenes = world.scenes(0, "test", 12)
+    images = [world.render(scene) for scene in scenes]
+    captions = shipped.caption(images, GREEDY)
+    named = sum(scene.colour in caption.split() for scene, caption in zip(scenes, captions, strict=True))
+    assert named / len(scenes) >= 0.8, list(zip(captions, [s.caption() for s in scenes], strict=True))
+    lavis = load_run(backend="lavis")
+    assert lavis.caption(images, GREEDY) == captions
+    question = "what color is the shape?"
+    assert lavis.ask(images[:4], question, settings=GREEDY) == shipped.ask(
+        images[:4], question, settings=GREEDY
+    )
