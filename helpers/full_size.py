@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +19,7 @@ from safetensors.torch import save_file
 from transformers import BertTokenizer, Blip2ForConditionalGeneration, Blip2Processor, PreTrainedModel
 
 from helpers import offline
+from helpers.atomic import staged_folder
 from helpers.variants import STAGE1_VARIANT, meta_model
 
 VERSION = "random-v2"
@@ -123,10 +122,7 @@ def _full_vocabulary(processor: Blip2Processor, size: int) -> Blip2Processor:
 
 def build(variant: str, folder: str | Path, shard_bytes: int = SHARD_BYTES, seed: int = 0) -> Path:
     """Write the checkpoint into a temporary folder next to `folder` and rename it into place."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:  # if another process finished first, its result stays
         kind = offline.RETRIEVAL if variant == RETRIEVAL else offline.CAPTION
         processor = Blip2Processor.from_pretrained(offline.checkpoint_path(kind))
         model = _write_weights(variant, staging, shard_bytes, seed)
@@ -134,11 +130,4 @@ def build(variant: str, folder: str | Path, shard_bytes: int = SHARD_BYTES, seed
             processor = _full_vocabulary(processor, model.config.qformer_config.vocab_size)
         _save_config(model, processor, staging)
         processor.save_pretrained(staging)
-        if folder.exists():  # another process finished first
-            shutil.rmtree(staging)
-        else:
-            staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -32,6 +30,8 @@ from transformers import (
     GPT2Tokenizer,
     OPTConfig,
 )
+
+from helpers.atomic import staged_folder
 
 CHECKPOINT_VERSION = "random-v3"
 CACHE_ENV_VAR = "BLIP2_OFFLINE_DIR"
@@ -69,19 +69,12 @@ def checkpoint_path(kind: str) -> Path:
 
 
 def build_checkpoints(destination: Path) -> Path:
-    """Build both checkpoints into a temporary folder and rename it into place, so a crash leaves nothing half-written."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=destination.parent))
-    try:
+    """Build both checkpoints into a staging folder renamed into place, so a crash leaves nothing half-written."""
+    with staged_folder(
+        destination
+    ) as staging:  # if another process finished first, its identical result stays
         _save_caption_checkpoint(staging / CAPTION)
         _save_retrieval_checkpoint(staging / RETRIEVAL)
-        if destination.exists():  # another process finished first; its result is identical
-            shutil.rmtree(staging)
-        else:
-            staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return destination
 
 

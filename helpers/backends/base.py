@@ -245,15 +245,26 @@ class Blip2Backend(ABC):
         return ranked + [RankedText(candidates[i], i, float(itc[i]), None) for i in tail]
 
     # ---- training primitives (helpers.finetune drives them) -----------------------------------------
-    @abstractmethod
     def lm_loss(
         self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None = None
     ) -> torch.Tensor:
         """Differentiable mean cross-entropy of each target given its image and prompt (the prompt is masked).
 
-        The targets end with the LM's end-of-sequence token, so the model learns where to stop;
+        The targets end with the token generation stops at, so the model learns where to stop;
         `max_length` caps prompt plus target tokens (targets are truncated, prompts never).
         """
+        if not len(images) == len(prompts) == len(targets) > 0:
+            raise ValueError(
+                f"lm_loss needs one prompt and one target per image; got {len(images)} images, "
+                f"{len(prompts)} prompts, {len(targets)} targets"
+            )
+        return self._lm_loss(images, prompts, targets, max_length)
+
+    @abstractmethod
+    def _lm_loss(
+        self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None
+    ) -> torch.Tensor:
+        """`lm_loss` for a batch already checked to hold one prompt and one target per image."""
 
     def retrieval_loss(
         self, images: list[Image.Image], texts: list[str], generator: torch.Generator | None = None

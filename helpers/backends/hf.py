@@ -162,14 +162,9 @@ class HFBackend(Blip2Backend):
         return torch.stack(records).float().cpu()
 
     # ---- training primitives ---------------------------------------------------------------------
-    def lm_loss(
-        self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None = None
+    def _lm_loss(
+        self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None
     ) -> torch.Tensor:
-        if not len(images) == len(prompts) == len(targets) > 0:
-            raise ValueError(
-                f"lm_loss needs one prompt and one target per image; got {len(images)} images, "
-                f"{len(prompts)} prompts, {len(targets)} targets"
-            )
         pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         pixels = pixels.to(self.model.device, self.model.vision_model.dtype)
         if self.model.config.use_decoder_only_language_model:

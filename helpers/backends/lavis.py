@@ -184,15 +184,10 @@ class LavisBackend(Blip2Backend):
     def _language_model(self) -> nn.Module:
         return getattr(self.model, "opt_model", None) or self.model.t5_model
 
-    def lm_loss(
-        self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None = None
+    def _lm_loss(
+        self, images: list[Image.Image], prompts: list[str], targets: list[str], max_length: int | None
     ) -> torch.Tensor:
         """LAVIS's Blip2OPT / Blip2T5 `forward` loss, with one prompt per sample masked out of the labels."""
-        if not len(images) == len(prompts) == len(targets) > 0:
-            raise ValueError(
-                f"lm_loss needs one prompt and one target per image; got {len(images)} images, "
-                f"{len(prompts)} prompts, {len(targets)} targets"
-            )
         model = self.model
         if hasattr(model, "opt_model"):
             visual = visual_prompt(model, self._pixels(images), self._projection())

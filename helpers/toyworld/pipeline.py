@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ from transformers import (
     OPTForCausalLM,
 )
 
+from helpers.atomic import staged_folder
 from helpers.pretraining import STAGE1_OBJECTIVES
 from helpers.toyworld import data, models, sequences, stages, tokenizers, unimodal, world
 
@@ -262,11 +261,7 @@ def _questions_by_scene(seed: int, scenes: list[world.Scene]) -> list[list[world
 
 def save(trained: Trained, destination: Path, extra: dict | None = None) -> Path:
     """Write caption/, retrieval/ (HF layout, safetensors) and manifest.json, then rename into place atomically."""
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the checkpoints are for everyone
-    try:
+    with staged_folder(destination, replace=True) as staging:
         trained.caption.save_pretrained(staging / CAPTION)
         trained.caption_processor.save_pretrained(staging / CAPTION)
         trained.retrieval.save_pretrained(staging / RETRIEVAL)
@@ -287,15 +282,4 @@ def save(trained: Trained, destination: Path, extra: dict | None = None) -> Path
             **(extra or {}),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if destination.exists():
-            backup = destination.with_name(f".{destination.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            destination.rename(backup)
-            staging.rename(destination)
-            shutil.rmtree(backup)
-        else:
-            staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return destination
+    return Path(destination)
