@@ -47,7 +47,7 @@ def lavis_name_for(location: str) -> tuple[str, str]:
 def load_lavis(location: str, precision: Precision, bert_tokenizer_folder: str | None = None) -> tuple:
     """(model, vis_processors, txt_processors) as `load_model_and_preprocess` returns them, model placed."""
     name, model_type = lavis_name_for(location)
-    if Path(location).is_dir():  # built in fp32 on the CPU, then cast and moved once
+    if Path(location).is_dir():  # built on the CPU from the folder's tensors, then cast and moved once
         model, vis_processors, txt_processors = load_from_folder(
             name, model_type, location, torch.device("cpu"), bert_tokenizer_folder=bert_tokenizer_folder
         )
@@ -102,7 +102,7 @@ class LavisBackend(Blip2Backend):
         return self.retrieval_model if Path(self.retrieval_model).is_dir() else None
 
     def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
-        """LAVIS's `blip_image_eval`: bicubic resize to 224, CLIP mean and std."""
+        """LAVIS's `blip_image_eval`: bicubic resize to the ViT's input size, CLIP mean and std."""
         return torch.stack([self.vis_processor(image) for image in images]).to(self.precision.device)
 
     # ---- generation -------------------------------------------------------------------------------
