@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
@@ -189,26 +190,23 @@ class LavisBackend(Blip2Backend):
     ) -> torch.Tensor:
         """LAVIS's Blip2OPT / Blip2T5 `forward` loss, with one prompt per sample masked out of the labels."""
         model = self.model
+        visual = visual_prompt(model, self._pixels(images), self._projection())
         if hasattr(model, "opt_model"):
-            visual = visual_prompt(model, self._pixels(images), self._projection())
             batch = lm_batches.decoder_only_batch(
                 model.opt_tokenizer, prompts, targets, max_length, end_id=model.eos_token_id
             )
             batch = lm_batches.prepend_visual(batch, visual.shape[1], labelled=True)
-            embeddings = model.opt_model.get_input_embeddings()(batch["input_ids"].to(visual.device))
-            inputs = {"labels": batch["labels"]}
         else:
-            visual = visual_prompt(model, self._pixels(images), self._projection())
             batch = lm_batches.encoder_decoder_batch(model.t5_tokenizer, prompts, targets, max_length)
             batch = lm_batches.prepend_visual(batch, visual.shape[1], labelled=False)
-            embeddings = model.t5_model.encoder.embed_tokens(batch["input_ids"].to(visual.device))
-            inputs = {"labels": batch["labels"]}
-        device = visual.device
+        language_model = self._language_model()
+        batch = {key: value.to(visual.device) for key, value in batch.items()}
+        embeddings = language_model.get_input_embeddings()(batch["input_ids"])
         with model.maybe_autocast():
-            return self._language_model()(
+            return language_model(
                 inputs_embeds=torch.cat([visual.to(embeddings.dtype), embeddings], dim=1),
-                attention_mask=batch["attention_mask"].to(device),
-                labels=inputs["labels"].to(device),
+                attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
                 return_dict=True,
             ).loss
 
@@ -231,17 +229,20 @@ class LavisBackend(Blip2Backend):
         from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
         retrieval = check_task(task) == "retrieval"
-        source = self.retrieval_model if retrieval else self.caption_model
-        hf_source = source if Path(source).is_dir() else by_hf_id(source).hf_id
+        source = (
+            self.retrieval_model if retrieval else self.caption_model
+        )  # a folder or a hub id: HF has both
         model_class = Blip2ForImageTextRetrieval if retrieval else Blip2ForConditionalGeneration
         lavis_model = self.retrieval if retrieval else self.model
         language = "t5" if hasattr(lavis_model, "t5_model") else "opt"
-        hf_model = model_class(model_class.config_class.from_pretrained(hf_source))
+        with init_empty_weights():  # the LAVIS model's tensors are assigned, never copied into fresh ones
+            hf_model = model_class(model_class.config_class.from_pretrained(source))
         weights = lavis_to_hf(lavis_model.state_dict(), language)
-        result = hf_model.load_state_dict(weights, strict=False)
+        result = hf_model.load_state_dict(weights, strict=False, assign=True)
+        hf_model.tie_weights()
         if result.unexpected_keys or set(result.missing_keys) - set(hf_model.all_tied_weights_keys):
             raise ValueError(f"cannot convert to {model_class.__name__}: {result}")
         folder = Path(output_dir)
         hf_model.save_pretrained(folder)
-        Blip2Processor.from_pretrained(hf_source).save_pretrained(folder)
+        Blip2Processor.from_pretrained(source).save_pretrained(folder)
         return folder
