@@ -105,10 +105,10 @@ def _qformer_config(vocab_size: int, text_input: bool) -> Blip2QFormerConfig:
     )
 
 
-def _image_processor() -> BlipImageProcessor:
-    # The values of Salesforce/blip2-opt-2.7b's preprocessor: 224 px, bicubic, CLIP mean and std.
+def blip2_image_processor(size: int = 224) -> BlipImageProcessor:
+    """The values of Salesforce/blip2-opt-2.7b's preprocessor: `size` px (224 there), bicubic, CLIP mean and std."""
     return BlipImageProcessor(
-        size={"height": 224, "width": 224},
+        size={"height": size, "width": size},
         resample=3,
         image_mean=[0.48145466, 0.4578275, 0.40821073],
         image_std=[0.26862954, 0.26130258, 0.27577711],
@@ -160,7 +160,9 @@ def _bert_tokenizer() -> BertTokenizer:
 
 
 def _save_caption_checkpoint(folder: Path) -> None:
-    processor = Blip2Processor(_image_processor(), _train_opt_tokenizer(), num_query_tokens=NUM_QUERY_TOKENS)
+    processor = Blip2Processor(
+        blip2_image_processor(), _train_opt_tokenizer(), num_query_tokens=NUM_QUERY_TOKENS
+    )
     tokenizer = processor.tokenizer
     text_config = OPTConfig(
         vocab_size=len(tokenizer),
@@ -191,7 +193,7 @@ def _save_caption_checkpoint(folder: Path) -> None:
 
 def _save_retrieval_checkpoint(folder: Path) -> None:
     tokenizer = _bert_tokenizer()
-    processor = Blip2Processor(_image_processor(), tokenizer, num_query_tokens=NUM_QUERY_TOKENS)
+    processor = Blip2Processor(blip2_image_processor(), tokenizer, num_query_tokens=NUM_QUERY_TOKENS)
     config = Blip2Config(
         vision_config=_vision_config(),
         qformer_config=_qformer_config(len(tokenizer), text_input=True),

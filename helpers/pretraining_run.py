@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
-from helpers.backends.hf import pil_processor_kwargs
+from helpers.backends.hf import MAX_TEXT_TOKENS, pil_processor_kwargs
 from helpers.loading import checkpoint_locations
 from helpers.precision import Precision, choose_precision
 from helpers.pretraining import (
@@ -96,7 +96,7 @@ def train_stage1(
         device, setup.model.dtype
     )
     tokens = processor.tokenizer(
-        list(texts), padding=True, truncation=True, max_length=35, return_tensors="pt"
+        list(texts), padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
     )
     generator = torch.Generator().manual_seed(seed)
     dec = processor.tokenizer.bos_token_id
@@ -170,7 +170,7 @@ def itc_similarity(setup: StageSetup, images: Sequence[Image.Image], texts: Sequ
         device, setup.model.dtype
     )
     tokens = processor.tokenizer(
-        list(texts), padding=True, truncation=True, max_length=35, return_tensors="pt"
+        list(texts), padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
     )
     with setup.autocast():
         logits = itc_logits(

@@ -16,12 +16,12 @@ from transformers import (
     Blip2Processor,
     Blip2QFormerConfig,
     Blip2VisionConfig,
-    BlipImageProcessor,
     GPT2Tokenizer,
     OPTConfig,
     OPTForCausalLM,
 )
 
+from helpers.offline import blip2_image_processor
 from helpers.toyworld.world import IMAGE_SIZE
 
 
@@ -40,17 +40,6 @@ class Sizes:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def image_processor() -> BlipImageProcessor:
-    """The values of Salesforce/blip2-opt-2.7b's preprocessor: 224 px, bicubic, CLIP mean and std."""
-    return BlipImageProcessor(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        resample=3,
-        image_mean=[0.48145466, 0.4578275, 0.40821073],
-        image_std=[0.26862954, 0.26130258, 0.27577711],
-        do_convert_rgb=True,
-    )
 
 
 def vision_config(sizes: Sizes) -> Blip2VisionConfig:
@@ -103,11 +92,15 @@ def newline_id(tokenizer: GPT2Tokenizer) -> int:
 
 def caption_processor(tokenizer: GPT2Tokenizer, sizes: Sizes) -> Blip2Processor:
     """Processor of the generation model; it adds the <image> placeholder token to the tokenizer."""
-    return Blip2Processor(image_processor(), tokenizer, num_query_tokens=sizes.num_query_tokens)
+    return Blip2Processor(
+        blip2_image_processor(IMAGE_SIZE), tokenizer, num_query_tokens=sizes.num_query_tokens
+    )
 
 
 def retrieval_processor(tokenizer: BertTokenizer, sizes: Sizes) -> Blip2Processor:
-    return Blip2Processor(image_processor(), tokenizer, num_query_tokens=sizes.num_query_tokens)
+    return Blip2Processor(
+        blip2_image_processor(IMAGE_SIZE), tokenizer, num_query_tokens=sizes.num_query_tokens
+    )
 
 
 def language_model(sizes: Sizes, tokenizer: GPT2Tokenizer) -> OPTForCausalLM:

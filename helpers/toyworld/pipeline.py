@@ -6,7 +6,7 @@ import json
 import platform
 import time
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -49,10 +49,9 @@ class Recipe:
 
     def reduced(self) -> Recipe:
         """A run small enough for CI and a notebook: same recipe, fewer scenes and steps (weights not shipped)."""
-        return Recipe(
-            seed=self.seed,
+        return replace(
+            self,
             train_scenes=200,
-            sizes=self.sizes,
             vision_steps=20,
             vision_batch=16,
             lm_steps=30,
@@ -202,8 +201,10 @@ def two_stage(
     if not skip_stage1:
         bert = base.retrieval_processor.tokenizer
         tokens = bert([scene.caption() for scene in base.scenes], padding=True, return_tensors="pt")
-        captions = sorted({scene.caption() for scene in base.scenes})
-        groups = torch.tensor([captions.index(scene.caption()) for scene in base.scenes])
+        group_of = {
+            caption: group for group, caption in enumerate(sorted({s.caption() for s in base.scenes}))
+        }
+        groups = torch.tensor([group_of[scene.caption()] for scene in base.scenes])
         phase = _Phase(losses, seconds, "stage 1", recipe.stage1_steps)
         stages.stage1(
             retrieval,
