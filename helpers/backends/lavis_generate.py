@@ -52,6 +52,17 @@ def visual_prompt(model: Any, image: torch.Tensor, projection: torch.nn.Module) 
         return projection(query_output.last_hidden_state)
 
 
+def _after_visual_prompt(
+    visual: torch.Tensor, embeddings: torch.Tensor, attention_mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """`inputs_embeds` and `attention_mask` of the visual prompt followed by the text prompt's tokens."""
+    visual_mask = torch.ones(visual.shape[:-1], dtype=attention_mask.dtype, device=attention_mask.device)
+    return {
+        "inputs_embeds": torch.cat([visual.to(embeddings.dtype), embeddings], dim=1),
+        "attention_mask": torch.cat([visual_mask, attention_mask], dim=1),
+    }
+
+
 def _hf_generate_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     settings = {**GENERATE_DEFAULTS, **options}
     sampling = settings["use_nucleus_sampling"]
@@ -79,13 +90,9 @@ def opt_generate(self: Any, samples: dict[str, Any], **options: Any) -> list[str
         _prompts(samples, self.prompt, image.shape[0]), return_tensors="pt", padding="longest"
     ).to(image.device)
     embeddings = self.opt_model.get_input_embeddings()(tokens.input_ids)
-    inputs_embeds = torch.cat([visual.to(embeddings.dtype), embeddings], dim=1)
-    visual_mask = torch.ones(visual.shape[:-1], dtype=torch.long, device=image.device)
-    attention_mask = torch.cat([visual_mask, tokens.attention_mask], dim=1)
     with self.maybe_autocast():
         output_ids = self.opt_model.generate(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
+            **_after_visual_prompt(visual, embeddings, tokens.attention_mask),
             eos_token_id=self.eos_token_id,  # LAVIS stops OPT at a newline
             pad_token_id=self.opt_tokenizer.pad_token_id,
             **_hf_generate_kwargs(options),
@@ -102,12 +109,9 @@ def t5_generate(self: Any, samples: dict[str, Any], **options: Any) -> list[str]
         _prompts(samples, self.prompt, image.shape[0]), padding="longest", return_tensors="pt"
     ).to(image.device)
     embeddings = self.t5_model.encoder.embed_tokens(tokens.input_ids)
-    inputs_embeds = torch.cat([visual.to(embeddings.dtype), embeddings], dim=1)
-    visual_mask = torch.ones(visual.shape[:-1], dtype=torch.long, device=image.device)
     with self.maybe_autocast(dtype=torch.bfloat16):
         output_ids = self.t5_model.generate(
-            inputs_embeds=inputs_embeds,
-            attention_mask=torch.cat([visual_mask, tokens.attention_mask], dim=1),
+            **_after_visual_prompt(visual, embeddings, tokens.attention_mask),
             **_hf_generate_kwargs(options),
         )
     return [text.strip() for text in self.t5_tokenizer.batch_decode(output_ids, skip_special_tokens=True)]
