@@ -14,8 +14,8 @@ import time
 
 from helpers import benchmarking
 from helpers.loading import BACKENDS
+from helpers.offline import weights_dir
 from helpers.toyworld.evaluate import THRESHOLDS, EvalSize, evaluate, load_run
-from helpers.toyworld.pipeline import SHIPPED_DIR
 
 GOAL_TRAIN_SECONDS = 600.0
 
@@ -23,15 +23,14 @@ GOAL_TRAIN_SECONDS = 600.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="build/bench")
-    # LAVIS builds its Q-Former with 32 queries whatever the folder says; the miniature has 8.
-    parser.add_argument("--backends", nargs="+", default=["hf"], choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     args = parser.parse_args()
-    manifest = json.loads((SHIPPED_DIR / "manifest.json").read_text())
+    manifest = json.loads((weights_dir() / "manifest.json").read_text())
     size = EvalSize()
     figures: dict = {}
     for backend in args.backends:
         start = time.perf_counter()
-        figures[backend] = evaluate(load_run(SHIPPED_DIR, backend), manifest["recipe"]["seed"], size)
+        figures[backend] = evaluate(load_run(weights_dir(), backend), manifest["recipe"]["seed"], size)
         figures[backend]["eval_seconds"] = time.perf_counter() - start
         print(f"{backend}: {figures[backend]}")
     goals = [
@@ -41,7 +40,7 @@ def main() -> None:
     ]
     goals.append(benchmarking.Goal("train_seconds", manifest["train_seconds"], "<=", GOAL_TRAIN_SECONDS, "s"))
     settings = {
-        "checkpoints": str(SHIPPED_DIR),
+        "checkpoints": str(weights_dir()),
         "split": "test (held out)",
         "eval_size": vars(size),
         "decoding": "greedy (helpers.GREEDY)",

@@ -6,6 +6,7 @@ from helpers.images import ImageLoadError, load_image, load_images, sample_image
 from helpers.loading import load_blip2
 from helpers.profiles import PROFILES, choose_profile
 from helpers.prompts import vqa_prompt
+from helpers.toyworld.samples import ToySample, toy_samples
 
 __all__ = [
     "BEAM_SEARCH",
@@ -17,6 +18,7 @@ __all__ = [
     "ImageLoadError",
     "MatchScores",
     "RankedText",
+    "ToySample",
     "choose_profile",
     "load_blip2",
     "load_image",
@@ -24,5 +26,6 @@ __all__ = [
     "sample_image",
     "sample_names",
     "sample_path",
+    "toy_samples",
     "vqa_prompt",
 ]

@@ -22,7 +22,7 @@ from helpers import offline
 from helpers.atomic import staged_folder
 from helpers.variants import STAGE1_VARIANT, meta_model
 
-VERSION = "random-v2"
+VERSION = "random-v3"
 CACHE_ENV_VAR = "BLIP2_FULL_SIZE_DIR"
 GENERATION = "blip2-opt-2.7b"
 RETRIEVAL = STAGE1_VARIANT
@@ -34,8 +34,8 @@ DTYPE = torch.float16
 
 
 def cache_dir() -> Path:
-    """$BLIP2_FULL_SIZE_DIR, else next to the offline checkpoints in the user's cache (about 10 GB)."""
-    root = os.environ.get(CACHE_ENV_VAR) or offline.cache_dir().parent / "full-size"
+    """$BLIP2_FULL_SIZE_DIR, else the kit's folder in the user's cache (about 10 GB)."""
+    root = os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "blip2-kit" / "full-size"
     return Path(root) / VERSION
 
 
@@ -126,6 +126,8 @@ def build(variant: str, folder: str | Path, shard_bytes: int = SHARD_BYTES, seed
         kind = offline.RETRIEVAL if variant == RETRIEVAL else offline.CAPTION
         processor = Blip2Processor.from_pretrained(offline.checkpoint_path(kind))
         model = _write_weights(variant, staging, shard_bytes, seed)
+        queries = model.config.num_query_tokens  # the real 32, not the miniature's
+        processor = Blip2Processor(processor.image_processor, processor.tokenizer, num_query_tokens=queries)
         if variant == RETRIEVAL:
             processor = _full_vocabulary(processor, model.config.qformer_config.vocab_size)
         _save_config(model, processor, staging)

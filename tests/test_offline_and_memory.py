@@ -1,45 +1,65 @@
-"""The offline checkpoints are deterministic, atomic and loaded like hub checkpoints; memory is estimated exactly."""
+"""The offline profile loads the shipped toy-world checkpoints, wherever the kit is installed; memory is estimated exactly."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from helpers import memory, offline
+from helpers.loading import checkpoint_locations
 from helpers.precision import Precision
+from helpers.profiles import choose_profile
 
 
-def _weights(folder):
-    return load_file(folder / "model.safetensors")
+def test_the_offline_profile_loads_the_shipped_toy_world_weights() -> None:
+    choice = choose_profile("offline")
+    caption, retrieval = checkpoint_locations(choice)
+    assert Path(caption) == offline.checkpoint_path(offline.CAPTION)
+    assert Path(retrieval) == offline.checkpoint_path(offline.RETRIEVAL)
+    manifest = json.loads((offline.weights_dir() / "manifest.json").read_text())
+    config = json.loads((Path(caption) / "config.json").read_text())
+    assert config["num_query_tokens"] == manifest["recipe"]["sizes"]["num_query_tokens"]
 
 
-def test_builds_are_deterministic(tmp_path):
-    first = offline.build_checkpoints(tmp_path / "a")
-    second = offline.build_checkpoints(tmp_path / "b")
+def test_missing_weights_are_reported_with_the_fix(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(offline, "weights_dir", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="make toyworld"):
+        offline.checkpoint_path(offline.CAPTION)
+    with pytest.raises(ValueError, match="'caption' and 'retrieval'"):
+        offline.checkpoint_path("vqa")
+
+
+def test_a_wheel_carries_the_offline_weights(tmp_path) -> None:
+    # `pip install git+...` (the notebooks' Colab cell) builds a wheel: the weights must be in it.
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            tmp_path,
+            root,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
     for kind in (offline.CAPTION, offline.RETRIEVAL):
-        left, right = _weights(first / kind), _weights(second / kind)
-        assert left.keys() == right.keys()
-        assert all(torch.equal(left[name], right[name]) for name in left)
-        assert (first / kind / "config.json").read_text() == (second / kind / "config.json").read_text()
-
-
-def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
-    def explode(folder):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(offline, "_save_retrieval_checkpoint", explode)
-    with pytest.raises(RuntimeError, match="disk full"):
-        offline.build_checkpoints(tmp_path / "ckpt")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_checkpoint_is_built_once_then_reused(tmp_path, monkeypatch):
-    monkeypatch.setenv(offline.CACHE_ENV_VAR, str(tmp_path))
-    path = offline.checkpoint_path(offline.CAPTION)
-    stamp = (path / "model.safetensors").stat().st_mtime_ns
-    assert offline.checkpoint_path(offline.CAPTION) == path
-    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            assert f"helpers/toyworld/weights/{kind}/{name}" in names
+    assert "helpers/toyworld/weights/manifest.json" in names
 
 
 def test_weight_estimate_equals_the_loaded_model(offline_model):

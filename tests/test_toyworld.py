@@ -13,7 +13,7 @@ from helpers.backends.hf import pil_processor_kwargs
 from helpers.prompts import vqa_prompt
 from helpers.toyworld import data, models, sequences, tokenizers, world
 from helpers.toyworld.metrics import caption_attribute_f1, mentioned_attributes
-from helpers.toyworld.pipeline import Recipe, save, train
+from helpers.toyworld.pipeline import Recipe, save, text_corpus, train
 
 
 def test_scenes_are_a_pure_function_of_seed_split_and_index() -> None:
@@ -104,6 +104,37 @@ def test_stage2_examples_are_laid_out_as_the_processor_lays_out_prompts(lm_token
     assert answer[-1] == models.newline_id(processor.tokenizer)
 
 
+def test_text_documents_put_the_question_where_stage_2_puts_it(lm_tokenizer) -> None:
+    # The LM learns from text what stage 2 asks through the visual prompt: same positions, same targets.
+    scene, queries = world.make_scene(0, "train", 3), models.Sizes().num_query_tokens
+    example = sequences.Example(vqa_prompt("what shape is shown?"), scene.shape)
+    text_ids, text_labels = sequences.text_document(lm_tokenizer, scene, example, queries)
+    visual_ids, visual_labels = sequences.visual_example(lm_tokenizer, 999, queries, example)
+    assert text_labels == visual_labels and text_ids[queries:] == visual_ids[queries:]
+    assert lm_tokenizer.decode(text_ids[:queries]) == f" {scene.caption()}."
+    with pytest.raises(ValueError, match="num_query_tokens=8"):
+        sequences.text_document(lm_tokenizer, scene, example, queries=32)
+
+
+def test_yes_no_probes_use_the_captions_number() -> None:
+    # "are there blue circles?" about "two small red circles": yes/no compares words, not plural with singular.
+    rng = np.random.default_rng(0)
+    for index in range(60):
+        scene = world.make_scene(0, "val", index)
+        question = world.yes_no(scene, rng).question.rstrip("?").split()
+        nouns = [word for word in question if word.rstrip("s") in world.SHAPES]
+        count = next((word for word in question if word in world.COUNTS), scene.count)
+        assert nouns and all(noun.endswith("s") == (count != "one") for noun in nouns), question
+
+
+def test_the_language_models_corpus_reads_more_scenes_than_are_rendered(lm_tokenizer) -> None:
+    recipe = Recipe(train_scenes=10, text_scenes=30, extra_yes_no=2)
+    corpus = text_corpus(recipe, lm_tokenizer)
+    assert len(corpus) == 30 * (1 + 6 + 2)  # a caption, one question of every kind, two more yes/no probes
+    answers = [lm_tokenizer.decode([t for t in labels if t != sequences.IGNORE]) for _, labels in corpus]
+    assert sum(answer in (" yes\n", " no\n") for answer in answers) == 30 * 3
+
+
 def test_pixel_normaliser_equals_the_image_processor(lm_tokenizer, tmp_path) -> None:
     models.caption_processor(lm_tokenizer, models.Sizes()).save_pretrained(tmp_path)
     image_processor = Blip2Processor.from_pretrained(tmp_path, **pil_processor_kwargs()).image_processor
@@ -114,9 +145,17 @@ def test_pixel_normaliser_equals_the_image_processor(lm_tokenizer, tmp_path) -> 
 
 
 def test_a_tiny_run_saves_checkpoints_both_stages_load(tmp_path) -> None:
-    recipe = Recipe(train_scenes=24, vision_steps=2, vision_batch=4, lm_steps=2, lm_batch=4)
     recipe = Recipe(
-        **{**recipe.__dict__, "stage1_steps": 2, "stage1_batch": 4, "stage2_steps": 2, "stage2_batch": 4}
+        train_scenes=24,
+        text_scenes=24,
+        vision_steps=2,
+        vision_batch=4,
+        lm_steps=2,
+        lm_batch=4,
+        stage1_steps=2,
+        stage1_batch=4,
+        stage2_steps=2,
+        stage2_batch=4,
     )
     trained = train(recipe)
     assert set(trained.losses) == {"vision", "language model", "stage 1", "stage 2"}

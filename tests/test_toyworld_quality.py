@@ -1,44 +1,54 @@
-"""The shipped toy-world weights (data/toyworld/) learned what they were taught.
+"""The shipped toy-world weights (data/toyworld/, what the offline profile loads) meet the issue's targets.
 
-The issue's held-out targets (caption attribute F1 >= 0.9, VQA >= 0.85, R@1 >= 0.9) are measured by
-`make bench` (build/bench/toyworld.json); the shipped weights do not reach them yet. These tests hold what
-the weights do learn, far above chance: colour and size answers on held-out scenes.
+Held out: caption attribute F1 >= 0.9, VQA accuracy >= 0.85 and zero-shot image->text R@1 >= 0.9 over 100
+candidate captions, measured on a fast subset of the test split with the kit's evaluation code
+(`make bench` scores the whole split into build/bench/toyworld.json). Both backends load the same weights
+and must say the same.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from helpers import GREEDY
-from helpers.toyworld import world
-from helpers.toyworld.evaluate import load_run
+from helpers import GREEDY, load_blip2, toy_samples
+from helpers.loading import BACKENDS
+from helpers.toyworld.evaluate import THRESHOLDS, EvalSize, evaluate, load_run
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    return load_run()
+@pytest.fixture(scope="module", params=BACKENDS)
+def shipped(request):
+    return load_run(backend=request.param)
 
 
-@pytest.mark.parametrize("kind", ["colour", "size"])
-def test_colour_and_size_answers_on_held_out_scenes_are_right(shipped, kind) -> None:
-    scenes = world.scenes(0, "test", 24)
-    images = [world.render(scene) for scene in scenes]
-    pairs = [(i, qa) for i, qa in world.split_questions(0, "test", scenes) if qa.kind == kind]
-    answers = shipped.ask([images[i] for i, _ in pairs], [qa.question for _, qa in pairs], settings=GREEDY)
-    truth = [qa.answer for _, qa in pairs]
-    right = sum(answer == expected for answer, expected in zip(answers, truth, strict=True))
-    assert right / len(pairs) >= 0.8, list(zip(answers, truth, strict=True))  # chance: 0.25 and 0.5
+def test_held_out_quality_meets_the_targets(shipped) -> None:
+    scores = evaluate(shipped, seed=0, size=EvalSize.fast())
+    assert all(scores[name] >= target for name, target in THRESHOLDS.items()), scores
 
 
-def test_captions_name_the_colour_and_both_backends_say_the_same(shipped) -> None:
-    scenes = world.scenes(0, "test", 12)
-    images = [world.render(scene) for scene in scenes]
-    captions = shipped.caption(images, GREEDY)
-    named = sum(scene.colour in caption.split() for scene, caption in zip(scenes, captions, strict=True))
-    assert named / len(scenes) >= 0.8, list(zip(captions, [s.caption() for s in scenes], strict=True))
-    lavis = load_run(backend="lavis")
-    assert lavis.caption(images, GREEDY) == captions
-    question = "what color is the shape?"
-    assert lavis.ask(images[:4], question, settings=GREEDY) == shipped.ask(
-        images[:4], question, settings=GREEDY
+def test_the_offline_profile_captions_answers_and_retrieves_toy_scenes(shipped) -> None:
+    model = load_blip2("offline", backend=shipped.backend_name, device="cpu", verbose=False)
+    toys = toy_samples(8)
+    images = [toy.image for toy in toys]
+    captions = model.caption(images, GREEDY)
+    assert captions == [toy.caption for toy in toys]
+    assert captions == shipped.caption(images, GREEDY)
+    asked = [(toy.image, qa) for toy in toys[:3] for qa in toy.questions]
+    answers = model.ask([image for image, _ in asked], [qa.question for _, qa in asked], settings=GREEDY)
+    assert sum(answer == qa.answer for (_, qa), answer in zip(asked, answers, strict=True)) >= 0.85 * len(
+        asked
     )
+    texts = [toy.caption for toy in toys]
+    assert [model.rank_texts(toy.image, texts, top_k=3)[0].text for toy in toys] == texts
+
+
+def test_both_backends_give_the_same_outputs() -> None:
+    hf, lavis = (load_run(backend=backend) for backend in BACKENDS)
+    toys = toy_samples(6)
+    images = [toy.image for toy in toys]
+    assert lavis.caption(images, GREEDY) == hf.caption(images, GREEDY)
+    questions = [toy.questions[index % 6].question for index, toy in enumerate(toys)]
+    assert lavis.ask(images, questions, settings=GREEDY) == hf.ask(images, questions, settings=GREEDY)
+    texts = [toy.caption for toy in toys]
+    assert [r.text for r in lavis.rank_texts(images[0], texts)] == [
+        r.text for r in hf.rank_texts(images[0], texts)
+    ]

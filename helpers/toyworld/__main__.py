@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 
 from helpers.benchmarking import write_atomic
+from helpers.offline import CHECKOUT_WEIGHTS
 from helpers.toyworld.evaluate import ABLATIONS, EvalSize, evaluate, load_run
-from helpers.toyworld.pipeline import SHIPPED_DIR, Recipe, Trained, pretrain_unimodal, save, two_stage
+from helpers.toyworld.pipeline import Recipe, Trained, pretrain_unimodal, save, two_stage
 
 
 def _score(trained: Trained) -> dict[str, float]:
@@ -30,7 +31,7 @@ def _score(trained: Trained) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=SHIPPED_DIR, help="folder to (re)write")
+    parser.add_argument("--out", type=Path, default=CHECKOUT_WEIGHTS, help="folder to (re)write")
     parser.add_argument("--no-ablations", action="store_true", help="train and save the shipped run only")
     args = parser.parse_args()
     recipe = Recipe()

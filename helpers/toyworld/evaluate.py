@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from helpers.backends.base import Blip2Backend
 from helpers.evaluation import recall_at_k, vqa_accuracy
 from helpers.generation import GREEDY, GenerationSettings
 from helpers.loading import load_blip2
+from helpers.offline import weights_dir
 from helpers.toyworld.metrics import caption_attribute_f1
-from helpers.toyworld.pipeline import CAPTION, RETRIEVAL, SHIPPED_DIR
+from helpers.toyworld.pipeline import CAPTION, RETRIEVAL
 from helpers.toyworld.world import render, retrieval_set, scenes, split_questions
 
 ABLATIONS = "ablations.json"
@@ -37,12 +39,12 @@ class EvalSize:
         return cls(captions=40, questions_from=20, retrieval_queries=20)
 
 
-def load_run(folder: str | Path = SHIPPED_DIR, backend: str = "hf", verbose: bool = False) -> Blip2Backend:
+def load_run(folder: str | Path | None = None, backend: str = "hf", verbose: bool = False) -> Blip2Backend:
     """Load a toy-world run's two checkpoints (caption/, retrieval/) with a backend, on the CPU in float32.
 
-    The default folder holds the shipped weights (data/toyworld/).
+    The default folder holds the shipped weights (data/toyworld/), which the offline profile loads too.
     """
-    folder = Path(folder)
+    folder = Path(folder) if folder is not None else weights_dir()
     for kind in (CAPTION, RETRIEVAL):
         if not (folder / kind / "config.json").is_file():
             raise FileNotFoundError(f"{folder / kind}: no checkpoint; train one with `make toyworld` first")
@@ -85,3 +87,21 @@ def retrieval_r1(model: Blip2Backend, seed: int, size: EvalSize) -> float:
         for position, entry in enumerate(ranked):
             scores[row, entry.index] = len(ranked) - position
     return recall_at_k(scores, [{row} for row in range(len(queries))], ks=(1,))["R@1"] / 100
+
+
+def ablation_table(folder: str | Path | None = None) -> str:
+    """The held-out scores of a run and its two ablations (ablations.json, written by `make toyworld`) as text."""
+    path = (Path(folder) if folder is not None else weights_dir()) / ABLATIONS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no ablation scores; `make toyworld` trains the runs and writes them"
+        )
+    rows = json.loads(path.read_text())["rows"]
+    names = list(THRESHOLDS)
+    width = max(len(name) for name in rows)
+    lines = [f"{'run':<{width}}  " + "  ".join(f"{name:>12}" for name in names)]
+    lines += [
+        f"{run:<{width}}  " + "  ".join(f"{scores[name]:>12.3f}" for name in names)
+        for run, scores in rows.items()
+    ]
+    return "\n".join(lines)

@@ -54,6 +54,11 @@ def vision_config(sizes: Sizes) -> Blip2VisionConfig:
     )
 
 
+QFORMER_INIT_STD = 0.05
+"""Initial weight (and query) scale of the Q-Former. BERT's 0.02 suits its width of 768; at width 64 it keeps
+the cross-attention uniform for hundreds of steps, so no query learns to count the objects."""
+
+
 def qformer_config(sizes: Sizes, vocab_size: int, text_input: bool) -> Blip2QFormerConfig:
     """Cross-attention every other block as in the real Q-Former; the ViT's width is its encoder width."""
     return Blip2QFormerConfig(
@@ -66,6 +71,7 @@ def qformer_config(sizes: Sizes, vocab_size: int, text_input: bool) -> Blip2QFor
         cross_attention_frequency=2,
         encoder_hidden_size=sizes.hidden,
         max_position_embeddings=64,
+        initializer_range=QFORMER_INIT_STD,
     )
 
 

@@ -1,9 +1,9 @@
 """Token sequences for the language model: text-only pretraining documents and stage-2 examples.
 
 Stage 2 feeds OPT [soft visual prompt] </s> prompt -> target. The LM is pretrained on the same layout with
-the caption's words where the visual prompt will go, so it learns from text alone that a description,
-then </s>, then "Question: ... Answer:" is answered from the description; stage 2 then only has to make the
-queries say what the caption said. Targets end with a newline, the token Salesforce's OPT checkpoints (and
+the caption's words where the visual prompt will go, one word per query, so it learns from text alone that
+a description, then </s>, then "Question: ... Answer:" is answered from the description; stage 2 then only
+has to make the queries say what the caption said. Targets end with a newline, the token Salesforce's OPT checkpoints (and
 so both backends) stop generating at.
 """
 
@@ -43,9 +43,21 @@ def encode(tokenizer: GPT2Tokenizer, prefix: list[int], example: Example) -> tup
     return ids, [IGNORE] * (len(prefix) + len(prompt)) + target
 
 
-def text_document(tokenizer: GPT2Tokenizer, scene: Scene, example: Example) -> tuple[list[int], list[int]]:
-    """A pretraining document for the LM alone: the caption's words stand where the visual prompt will go."""
-    return encode(tokenizer, tokenizer(scene.caption(), add_special_tokens=False).input_ids, example)
+def text_document(
+    tokenizer: GPT2Tokenizer, scene: Scene, example: Example, queries: int
+) -> tuple[list[int], list[int]]:
+    """A pretraining document for the LM alone: the caption's words stand where the visual prompt will go.
+
+    " two small red circles on the left." is `queries` tokens long, so </s> and the question sit at the same
+    positions as after the visual prompt, and each query has a word whose place it can take.
+    """
+    prefix = tokenizer(f" {scene.caption()}.", add_special_tokens=False).input_ids
+    if len(prefix) != queries:
+        raise ValueError(
+            f"the caption {scene.caption()!r} is {len(prefix)} tokens with its period, the visual prompt "
+            f"is {queries}; build the models with Sizes(num_query_tokens={len(prefix)})"
+        )
+    return encode(tokenizer, prefix, example)
 
 
 def visual_example(tokenizer: GPT2Tokenizer, image_token_id: int, queries: int, example: Example):

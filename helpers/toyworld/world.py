@@ -141,12 +141,16 @@ def questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
         QA(f"what size {be} the {noun}?", scene.size, "size"),
         QA(f"where {be} the {noun}?", scene.side, "side"),
     ]
-    qas.append(_yes_no(scene, rng))
+    qas.append(yes_no(scene, rng))
     return qas
 
 
-def _yes_no(scene: Scene, rng: np.random.Generator) -> QA:
-    """A yes/no probe about one attribute, true half of the time."""
+def yes_no(scene: Scene, rng: np.random.Generator) -> QA:
+    """A yes/no probe about one attribute, true half of the time, worded like the caption.
+
+    The probe says "circles" where the caption does ("are there blue circles?" about "two small red circles
+    on the left"), so telling yes from no is comparing a word with the caption's, not also plural with singular.
+    """
     truthful = bool(rng.integers(2))
     kind = ("colour", "shape", "side", "count")[rng.integers(4)]
     value = getattr(scene, kind)
@@ -154,15 +158,16 @@ def _yes_no(scene: Scene, rng: np.random.Generator) -> QA:
         others = [option for option in ATTRIBUTES[kind] if option != value]
         value = others[rng.integers(len(others))]
     answer = "yes" if truthful else "no"
+    plural = scene.count != "one"
+    there = "are there" if plural else "is there a"
     if kind == "colour":
-        return QA(f"is there a {value} {scene.shape}?", answer, "yes/no")
+        return QA(f"{there} {value} {scene.noun}?", answer, "yes/no")
     if kind == "shape":
-        return QA(f"is there a {value}?", answer, "yes/no")
+        return QA(f"{there} {value}{'s' if plural else ''}?", answer, "yes/no")
     if kind == "side":
-        return QA(
-            f"{'are' if scene.count != 'one' else 'is'} the {scene.noun} on the {value}?", answer, "yes/no"
-        )
-    return QA(f"are there {value} {scene.shape}s?", answer, "yes/no")
+        return QA(f"{'are' if plural else 'is'} the {scene.noun} on the {value}?", answer, "yes/no")
+    noun = scene.shape if value == "one" else f"{scene.shape}s"
+    return QA(f"{'is' if value == 'one' else 'are'} there {value} {noun}?", answer, "yes/no")
 
 
 def scenes(seed: int, split: str, count: int, start: int = 0) -> list[Scene]:
