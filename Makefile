@@ -49,7 +49,7 @@ bench: $(STAMP)
 	done
 	$(BIN)/python -m helpers.benchmarking $(BUILD)/bench
 
-# Retrain the toy-world miniature BLIP-2 (about 10 min on 2 CPU cores, plus its ablations) and rewrite
+# Retrain the toy-world miniature BLIP-2 (about 7 min on 2 CPU cores, then 10 min of ablations) and rewrite
 # data/toyworld/ atomically: both checkpoints, manifest.json and ablations.json.
 toyworld: $(STAMP)
 	$(BIN)/python -m helpers.toyworld

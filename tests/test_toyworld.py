@@ -13,7 +13,7 @@ from helpers.backends.hf import pil_processor_kwargs
 from helpers.prompts import vqa_prompt
 from helpers.toyworld import data, models, sequences, tokenizers, world
 from helpers.toyworld.metrics import caption_attribute_f1, mentioned_attributes
-from helpers.toyworld.pipeline import Recipe, save, text_corpus, train
+from helpers.toyworld.pipeline import Recipe, save, scene_examples, train
 
 
 def test_scenes_are_a_pure_function_of_seed_split_and_index() -> None:
@@ -127,12 +127,17 @@ def test_yes_no_probes_use_the_captions_number() -> None:
         assert nouns and all(noun.endswith("s") == (count != "one") for noun in nouns), question
 
 
-def test_the_language_models_corpus_reads_more_scenes_than_are_rendered(lm_tokenizer) -> None:
+def test_every_scene_teaches_its_caption_each_question_kind_and_more_yes_no_probes() -> None:
     recipe = Recipe(train_scenes=10, text_scenes=30, extra_yes_no=2)
-    corpus = text_corpus(recipe, lm_tokenizer)
-    assert len(corpus) == 30 * (1 + 6 + 2)  # a caption, one question of every kind, two more yes/no probes
-    answers = [lm_tokenizer.decode([t for t in labels if t != sequences.IGNORE]) for _, labels in corpus]
-    assert sum(answer in (" yes\n", " no\n") for answer in answers) == 30 * 3
+    taught = scene_examples(recipe, recipe.text_scenes)
+    assert [scene for scene, _ in taught] == world.scenes(0, "train", 30)
+    for scene, examples in taught:
+        assert examples[0] == sequences.Example("", scene.caption())
+        assert len(examples) == 1 + 6 + 2
+        assert sum(example.target in ("yes", "no") for example in examples) == 3
+    assert scene_examples(recipe, recipe.train_scenes) == taught[:10]  # stage 2 asks what the LM read
+    with pytest.raises(ValueError, match="raise text_scenes"):
+        Recipe(train_scenes=10, text_scenes=5)
 
 
 def test_pixel_normaliser_equals_the_image_processor(lm_tokenizer, tmp_path) -> None:

@@ -2,7 +2,7 @@
 
 Trains the recipe, writes both checkpoints and their manifest atomically, scores them on the held-out split,
 then runs the paper's two ablations on the same frozen unimodal models (stage 2 without stage 1; stage 1
-without ITG) and writes every score to ablations.json.
+without ITG) and writes every score, with each run's stage-2 loss early and late, to ablations.json.
 """
 
 from __future__ import annotations
@@ -18,13 +18,22 @@ from helpers.offline import CHECKOUT_WEIGHTS
 from helpers.toyworld.evaluate import ABLATIONS, EvalSize, evaluate, load_run
 from helpers.toyworld.pipeline import Recipe, Trained, pretrain_unimodal, save, two_stage
 
+STAGE2_WINDOWS = {"stage2_loss_first_100": slice(0, 100), "stage2_loss_last_100": slice(-100, None)}
+"""Stage-2 loss, averaged over the first and the last 100 steps: the paper's Figure 5 compares these curves."""
 
-def _score(trained: Trained) -> dict[str, float]:
-    """Held-out scores of a run that is not shipped: saved to a temporary folder, loaded by the HF backend."""
+
+def _row(trained: Trained, folder: Path) -> dict[str, float]:
+    """Held-out scores of a saved run (HF backend) and its stage-2 loss early and late."""
+    history = trained.losses["stage 2"]
+    windows = {name: sum(history[part]) / len(history[part]) for name, part in STAGE2_WINDOWS.items()}
+    return {**evaluate(load_run(folder), trained.recipe.seed, EvalSize()), **windows}
+
+
+def _ablation(trained: Trained) -> dict[str, float]:
+    """`_row` for a run that is not shipped: saved to a temporary folder first."""
     folder = Path(tempfile.mkdtemp(prefix="toyworld-ablation-"))
     try:
-        save(trained, folder / "run")
-        return evaluate(load_run(folder / "run"), trained.recipe.seed, EvalSize())
+        return _row(trained, save(trained, folder / "run"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -38,11 +47,11 @@ def main() -> None:
     base = pretrain_unimodal(recipe)
     trained = two_stage(base)
     save(trained, args.out)
-    rows = {"BLIP-2 (stage 1 with ITC+ITM+ITG, then stage 2)": evaluate(load_run(args.out), recipe.seed)}
+    rows = {"BLIP-2 (stage 1 with ITC+ITM+ITG, then stage 2)": _row(trained, args.out)}
     print(json.dumps(rows, indent=2))
     if not args.no_ablations:
-        rows["stage 2 without stage 1"] = _score(two_stage(base, skip_stage1=True))
-        rows["stage 1 without ITG (ITC+ITM), then stage 2"] = _score(
+        rows["stage 2 without stage 1"] = _ablation(two_stage(base, skip_stage1=True))
+        rows["stage 1 without ITG (ITC+ITM), then stage 2"] = _ablation(
             two_stage(base, objectives=("itc", "itm"))
         )
     report = {

@@ -97,11 +97,11 @@ def ablation_table(folder: str | Path | None = None) -> str:
             f"{path}: no ablation scores; `make toyworld` trains the runs and writes them"
         )
     rows = json.loads(path.read_text())["rows"]
-    names = list(THRESHOLDS)
+    names = list(next(iter(rows.values())))
     width = max(len(name) for name in rows)
-    lines = [f"{'run':<{width}}  " + "  ".join(f"{name:>12}" for name in names)]
+    lines = [f"{'run':<{width}}  " + "  ".join(names)]
     lines += [
-        f"{run:<{width}}  " + "  ".join(f"{scores[name]:>12.3f}" for name in names)
+        f"{run:<{width}}  " + "  ".join(f"{scores[name]:>{len(name)}.3f}" for name in names)
         for run, scores in rows.items()
     ]
     return "\n".join(lines)

@@ -3,8 +3,8 @@
 Stage 2 feeds OPT [soft visual prompt] </s> prompt -> target. The LM is pretrained on the same layout with
 the caption's words where the visual prompt will go, one word per query, so it learns from text alone that
 a description, then </s>, then "Question: ... Answer:" is answered from the description; stage 2 then only
-has to make the queries say what the caption said. Targets end with a newline, the token Salesforce's OPT checkpoints (and
-so both backends) stop generating at.
+has to make the queries say what the caption said. Targets end with a newline, the token Salesforce's OPT
+checkpoints (and so both backends) stop generating at.
 """
 
 from __future__ import annotations

@@ -24,13 +24,15 @@ POSITION_SCALE = 15.0
 """Scales the sine-cosine position codes to about the norm of a patch embedding of the white canvas."""
 
 PATCH_ATTRIBUTES = ("shape", "colour", "size")
+"""What each patch is taught to recognise in the object it holds (every object sits in one patch's cell)."""
+
 ADDITIVE_WEIGHT = 20.0
 """Weight of the per-patch (object, side) regression against the classification losses.
 
-An object's patch token and the empty token it replaces differ by content, not by where they are, so the
-mean over patches only says which side the objects are on if every object token states its side exactly;
-at weight 1 the regression stays too loose for that and the side is lost in the mean (a probe reads 50%)."""
-"""What each patch is taught to recognise in the object it holds (every object sits in one patch's cell)."""
+An object's patch token replaces an empty token at the same position, so the position cancels in the mean over
+patches: the mean says which side the objects are on only if every object token states its side exactly. At
+weight 1 the regression stays too loose for that, and a linear probe reads the side from the mean 49% of
+the time; at 20, 100%."""
 
 
 def attribute_labels(scenes: Sequence[Scene]) -> torch.Tensor:
