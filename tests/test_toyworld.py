@@ -108,12 +108,12 @@ def test_text_documents_put_the_question_where_stage_2_puts_it(lm_tokenizer) -> 
     # The LM learns from text what stage 2 asks through the visual prompt: same positions, same targets.
     scene, queries = world.make_scene(0, "train", 3), models.Sizes().num_query_tokens
     example = sequences.Example(vqa_prompt("what shape is shown?"), scene.shape)
-    text_ids, text_labels = sequences.text_document(lm_tokenizer, scene, example, queries)
+    ((text_ids, text_labels),) = sequences.text_documents(lm_tokenizer, scene, [example], queries)
     visual_ids, visual_labels = sequences.visual_example(lm_tokenizer, 999, queries, example)
     assert text_labels == visual_labels and text_ids[queries:] == visual_ids[queries:]
     assert lm_tokenizer.decode(text_ids[:queries]) == f" {scene.caption()}."
     with pytest.raises(ValueError, match="num_query_tokens=8"):
-        sequences.text_document(lm_tokenizer, scene, example, queries=32)
+        sequences.text_documents(lm_tokenizer, scene, [example], queries=32)
 
 
 def test_yes_no_probes_use_the_captions_number() -> None:

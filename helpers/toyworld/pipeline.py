@@ -140,8 +140,8 @@ def pretrain_unimodal(recipe: Recipe) -> Unimodal:
     losses: dict[str, list] = {}
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    scenes = world.scenes(recipe.seed, "train", recipe.train_scenes)
     text = scene_examples(recipe, recipe.text_scenes)
+    scenes = [scene for scene, _ in text[: recipe.train_scenes]]  # the rendered ones come first
     lines = world.world_text(recipe.seed, recipe.train_scenes)
     caption_processor = models.caption_processor(tokenizers.opt_tokenizer(lines), sizes)
     retrieval_processor = models.retrieval_processor(tokenizers.bert_tokenizer(lines), sizes)
@@ -166,13 +166,14 @@ def pretrain_unimodal(recipe: Recipe) -> Unimodal:
     )
     phase.close()
 
-    queries = sizes.num_query_tokens
+    phase = _Phase(losses, seconds, "language model", recipe.lm_steps)  # tokenizing the corpus included
     documents = [
-        sequences.text_document(caption_processor.tokenizer, scene, example, queries)
+        document
         for scene, examples in text
-        for example in examples
+        for document in sequences.text_documents(
+            caption_processor.tokenizer, scene, examples, sizes.num_query_tokens
+        )
     ]
-    phase = _Phase(losses, seconds, "language model", recipe.lm_steps)
     language_model = unimodal.train_language_model(
         sizes,
         caption_processor.tokenizer,

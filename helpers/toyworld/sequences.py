@@ -43,13 +43,14 @@ def encode(tokenizer: GPT2Tokenizer, prefix: list[int], example: Example) -> tup
     return ids, [IGNORE] * (len(prefix) + len(prompt)) + target
 
 
-def text_document(
-    tokenizer: GPT2Tokenizer, scene: Scene, example: Example, queries: int
-) -> tuple[list[int], list[int]]:
-    """A pretraining document for the LM alone: the caption's words stand where the visual prompt will go.
+def text_documents(
+    tokenizer: GPT2Tokenizer, scene: Scene, scene_examples: Sequence[Example], queries: int
+) -> list[tuple[list[int], list[int]]]:
+    """Pretraining documents for the LM alone: the caption's words stand where the visual prompt will go.
 
     " two small red circles on the left." is `queries` tokens long, so </s> and the question sit at the same
-    positions as after the visual prompt, and each query has a word whose place it can take.
+    positions as after the visual prompt, and each query has a word whose place it can take. The caption is
+    tokenized once for all of the scene's examples.
     """
     prefix = tokenizer(f" {scene.caption()}.", add_special_tokens=False).input_ids
     if len(prefix) != queries:
@@ -57,7 +58,7 @@ def text_document(
             f"the caption {scene.caption()!r} is {len(prefix)} tokens with its period, the visual prompt "
             f"is {queries}; build the models with Sizes(num_query_tokens={len(prefix)})"
         )
-    return encode(tokenizer, prefix, example)
+    return [encode(tokenizer, prefix, example) for example in scene_examples]
 
 
 def visual_example(tokenizer: GPT2Tokenizer, image_token_id: int, queries: int, example: Example):
