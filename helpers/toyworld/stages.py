@@ -20,7 +20,7 @@ from transformers import (
 
 from helpers.pretraining import STAGE1_OBJECTIVES, freeze_for_stage, make_itg_head, stage1_losses, stage2_loss
 from helpers.toyworld.sequences import pad
-from helpers.toyworld.unimodal import warmup_cosine
+from helpers.toyworld.unimodal import optimiser_step, warmup_cosine
 
 Pixels = Callable[[torch.Tensor], torch.Tensor]
 """Normalised pixel values of the training images with the given indices."""
@@ -30,16 +30,6 @@ def _trainable(*modules: nn.Module) -> list[nn.Parameter]:
     """Parameters that require gradients, each once (the ITG decoder is tied to the word embeddings)."""
     unique = {id(p): p for module in modules for p in module.parameters() if p.requires_grad}
     return list(unique.values())
-
-
-def _step(
-    optimiser: torch.optim.Optimizer, schedule, parameters: list[nn.Parameter], loss: torch.Tensor
-) -> None:
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-    optimiser.step()
-    schedule.step()
 
 
 def distinct_batch(groups: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -93,7 +83,7 @@ def stage1(
             objectives=objectives,
             generator=generator,
         )
-        _step(optimiser, schedule, parameters, losses["total"])
+        optimiser_step(optimiser, schedule, parameters, losses["total"])
         if on_step:
             on_step(step, {name: value.item() for name, value in losses.items()})
     return model.eval()
@@ -142,7 +132,7 @@ def stage2(
         loss = stage2_loss(
             model, pixels(images), batch["input_ids"], batch["attention_mask"], batch["labels"]
         )
-        _step(optimiser, schedule, parameters, loss)
+        optimiser_step(optimiser, schedule, parameters, loss)
         if on_step:
             on_step(step, loss.item())
     return model.eval()

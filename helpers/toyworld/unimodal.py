@@ -122,11 +122,7 @@ def train_vision(
     for step in range(steps):
         batch = torch.randint(len(labels), (batch_size,), generator=generator)
         loss = heads.loss(vision(pixel_values=pixels(batch)), labels[batch], patches[batch])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
-        schedule.step()
+        optimiser_step(optimiser, schedule, parameters, loss)
         _zero_key_bias(vision)
         if on_step:
             on_step(step, loss.item())
@@ -174,6 +170,20 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
 
 
+def optimiser_step(
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    parameters: list[nn.Parameter],
+    loss: torch.Tensor,
+) -> None:
+    """One update of every toy-world training loop: backward, clip the gradient norm to 1, step, schedule."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimiser.step()
+    schedule.step()
+
+
 def train_language_model(
     sizes: models.Sizes,
     tokenizer: GPT2Tokenizer,
@@ -187,18 +197,15 @@ def train_language_model(
 ) -> OPTForCausalLM:
     """Train an OPT on the world's text documents (input_ids, labels), causal LM loss on the labelled part."""
     model = models.language_model(sizes, tokenizer)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    parameters = list(model.parameters())
+    optimiser = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
     schedule = warmup_cosine(optimiser, steps)
     model.train()
     for step in range(steps):
         rows = torch.randint(len(documents), (batch_size,), generator=generator).tolist()
         batch = pad([documents[row] for row in rows], tokenizer.pad_token_id)
         loss = model(**batch).loss
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
+        optimiser_step(optimiser, schedule, parameters, loss)
         if on_step:
             on_step(step, loss.item())
     return model.eval()
