@@ -25,12 +25,13 @@ def main() -> None:
     parser.add_argument("--out", default="build/bench")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     args = parser.parse_args()
-    manifest = json.loads((weights_dir() / "manifest.json").read_text())
+    folder = weights_dir()
+    manifest = json.loads((folder / "manifest.json").read_text())
     size = EvalSize()
     figures: dict = {}
     for backend in args.backends:
         start = time.perf_counter()
-        figures[backend] = evaluate(load_run(weights_dir(), backend), manifest["recipe"]["seed"], size)
+        figures[backend] = evaluate(load_run(folder, backend), manifest["recipe"]["seed"], size)
         figures[backend]["eval_seconds"] = time.perf_counter() - start
         print(f"{backend}: {figures[backend]}")
     goals = [
@@ -40,7 +41,7 @@ def main() -> None:
     ]
     goals.append(benchmarking.Goal("train_seconds", manifest["train_seconds"], "<=", GOAL_TRAIN_SECONDS, "s"))
     settings = {
-        "checkpoints": str(weights_dir()),
+        "checkpoints": str(folder),
         "split": "test (held out)",
         "eval_size": vars(size),
         "decoding": "greedy (helpers.GREEDY)",
