@@ -4,6 +4,10 @@ Speed and memory goals are measured by `make bench`, never asserted in tests: a 
 machine and its load. Each record therefore carries what it needs to be read later on its own: the
 machine, the library versions, the settings, every measured figure, and each goal with its verdict.
 Rendering: `python -m helpers.benchmarking build/bench` writes build/bench/SUMMARY.md.
+
+A ratio of two timings holds on a shared machine only if both sides meet the same load: `interleaved` runs
+the sides in turns (A, B, A, B ...), keeps each side's median, and times both the wall clock and this
+process's CPU time, so a ratio is stated on both (`speedup`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -54,6 +60,79 @@ class Goal:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio, "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One side's seconds in every round: wall clock and process CPU time (all threads), with medians."""
+
+    wall_seconds: tuple[float, ...]
+    cpu_seconds: tuple[float, ...]
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.wall_seconds)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpu_seconds)
+
+    def scaled(self, factor: float) -> Timing:
+        """The same rounds times `factor`, e.g. a per-text cost extrapolated to every candidate."""
+        return Timing(
+            tuple(s * factor for s in self.wall_seconds), tuple(s * factor for s in self.cpu_seconds)
+        )
+
+    def __add__(self, other: Timing) -> Timing:
+        """Round by round sum of two sides measured in the same rounds (one cost made of two parts)."""
+        if len(self.wall_seconds) != len(other.wall_seconds):
+            raise ValueError("only timings of the same rounds add up")
+        return Timing(
+            tuple(a + b for a, b in zip(self.wall_seconds, other.wall_seconds, strict=True)),
+            tuple(a + b for a, b in zip(self.cpu_seconds, other.cpu_seconds, strict=True)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wall_seconds_median": self.wall,
+            "cpu_seconds_median": self.cpu,
+            "wall_seconds": list(self.wall_seconds),
+            "cpu_seconds": list(self.cpu_seconds),
+        }
+
+
+def interleaved(
+    sides: Mapping[str, Callable[[], object]],
+    repetitions: int = 5,
+    synchronize: Callable[[], None] | None = None,
+) -> dict[str, Timing]:
+    """Time every side once per round, in turns (A, B, A, B ...), for `repetitions` rounds.
+
+    Load from other jobs then falls on all sides alike instead of on whichever ran at the wrong moment.
+    `synchronize` (e.g. torch.cuda.synchronize) runs before each clock reading, so queued GPU work counts.
+    Warm the sides up before calling this: every round counts.
+    """
+    if repetitions < 1:
+        raise ValueError(f"repetitions={repetitions}; time each side at least once")
+    if not sides:
+        raise ValueError("no sides to time")
+    wall: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    wait = synchronize or (lambda: None)
+    for _ in range(repetitions):
+        for name, function in sides.items():
+            wait()
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
+            function()
+            wait()
+            wall[name].append(time.perf_counter() - wall_start)
+            cpu[name].append(time.process_time() - cpu_start)
+    return {name: Timing(tuple(wall[name]), tuple(cpu[name])) for name in sides}
+
+
+def speedup(slow: Timing, fast: Timing) -> dict[str, float]:
+    """How many times faster `fast` is, from the medians: on the wall clock and on process CPU time."""
+    return {"wall": slow.wall / fast.wall, "cpu": slow.cpu / fast.cpu}
 
 
 def machine() -> dict[str, Any]:

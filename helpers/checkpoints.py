@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from helpers.prompts import COCO_CAPTION_PROMPT
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -18,16 +20,26 @@ class Checkpoint:
     lavis_name: str
     lavis_model_type: str
     description: str
+    caption_prompt: str = ""
+    """The text the checkpoint was fine-tuned to continue with a caption ("a photo of" for the COCO captioners)."""
 
 
 CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("Salesforce/blip2-opt-2.7b", "blip2_opt", "pretrain_opt2.7b", "ViT-g + OPT-2.7B, pretrained"),
     Checkpoint("Salesforce/blip2-opt-6.7b", "blip2_opt", "pretrain_opt6.7b", "ViT-g + OPT-6.7B, pretrained"),
     Checkpoint(
-        "Salesforce/blip2-opt-2.7b-coco", "blip2_opt", "caption_coco_opt2.7b", "OPT-2.7B, COCO captioning"
+        "Salesforce/blip2-opt-2.7b-coco",
+        "blip2_opt",
+        "caption_coco_opt2.7b",
+        "OPT-2.7B, COCO captioning",
+        COCO_CAPTION_PROMPT,
     ),
     Checkpoint(
-        "Salesforce/blip2-opt-6.7b-coco", "blip2_opt", "caption_coco_opt6.7b", "OPT-6.7B, COCO captioning"
+        "Salesforce/blip2-opt-6.7b-coco",
+        "blip2_opt",
+        "caption_coco_opt6.7b",
+        "OPT-6.7B, COCO captioning",
+        COCO_CAPTION_PROMPT,
     ),
     Checkpoint(
         "Salesforce/blip2-flan-t5-xl", "blip2_t5", "pretrain_flant5xl", "ViT-g + Flan-T5-XL, pretrained"
@@ -36,7 +48,11 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
         "Salesforce/blip2-flan-t5-xxl", "blip2_t5", "pretrain_flant5xxl", "ViT-g + Flan-T5-XXL, pretrained"
     ),
     Checkpoint(
-        "Salesforce/blip2-flan-t5-xl-coco", "blip2_t5", "caption_coco_flant5xl", "Flan-T5-XL, COCO captioning"
+        "Salesforce/blip2-flan-t5-xl-coco",
+        "blip2_t5",
+        "caption_coco_flant5xl",
+        "Flan-T5-XL, COCO captioning",
+        COCO_CAPTION_PROMPT,
     ),
     Checkpoint(
         "Salesforce/blip2-itm-vit-g",
@@ -63,6 +79,14 @@ def by_hf_id(hf_id: str) -> Checkpoint:
         f"{hf_id!r} has no LAVIS counterpart; the LAVIS backend loads one of: {known}, or a local folder "
         "saved in the Hugging Face layout"
     )
+
+
+def caption_prompt(model_id: str) -> str:
+    """The caption prompt a checkpoint was trained with: "a photo of" for the `-coco` captioners, else empty.
+
+    A local folder gets the empty prompt; pass the prompt you fine-tuned with to `caption(..., prompt=)`.
+    """
+    return next((c.caption_prompt for c in CHECKPOINTS if c.hf_id == model_id), "")
 
 
 def markdown_table() -> str:

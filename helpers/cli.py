@@ -7,14 +7,17 @@
     python -m helpers train train.tsv --task caption --output-dir runs/coco --epochs 5 --val-manifest val.tsv
     accelerate launch -m helpers train ...          # several GPUs (or --cpu --num_processes 2)
 
-Results go to stdout (text, or JSON with --json); progress bars and the profile report go to stderr. Exit
-codes: 0 success, 2 bad input (a missing image, a bad manifest line, an unknown option), with the reason on
-stderr and no traceback.
+Results go to stdout (text, or JSON with --json), and nothing else does: progress bars, the profile report,
+"resumed from" and validation lines go to stderr, so `--json` output always parses. Exit codes: 0 success,
+2 bad input (a missing image or model folder, a bad manifest line, an unknown option or device, a prompt
+too long for the model), with one line naming the input and the fix on stderr and no traceback (a bad
+manifest also lists each bad line under it); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -28,18 +31,20 @@ from helpers.generation import GenerationSettings
 from helpers.images import ImageLoadError, load_image, load_images
 from helpers.loading import BACKENDS, load_blip2
 from helpers.profiles import choose_profile
+from helpers.user_input import UserInputError, check_device, check_model_source, check_top_k
 
 BAD_INPUT = 2
 """The exit code for input the user can fix; argparse uses it for usage errors too."""
 
-_USER_ERRORS = (ValueError, FileNotFoundError, ImageLoadError, MemoryError)
+_USER_ERRORS = (UserInputError, ValueError, FileNotFoundError, ImageLoadError, MemoryError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        result = args.run(args)
+        with contextlib.redirect_stdout(sys.stderr):  # whatever a library prints, stdout keeps only results
+            result = args.run(args)
     except _USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
@@ -80,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     retrieval.add_argument("image", metavar="IMAGE")
     retrieval.add_argument("texts", nargs="+", metavar="TEXT")
-    retrieval.add_argument("--top-k", type=int, default=16, help="how many ITC leaders ITM re-ranks")
+    retrieval.add_argument(
+        "--top-k", type=int, default=16, help="how many ITC leaders ITM re-ranks (0: ITC only)"
+    )
     retrieval.set_defaults(run=_retrieval)
 
     check = commands.add_parser(
@@ -120,17 +127,39 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--gradient-checkpointing", action="store_true")
     train.add_argument(
-        "--train-vision", action="store_true", help="also fine-tune the ViT, as the paper does for VQA"
+        "--train-vision",
+        action="store_true",
+        help="also fine-tune the ViT, as the paper does for captioning, VQA and retrieval",
+    )
+    train.add_argument(
+        "--caption-prompt",
+        default=defaults.caption_prompt,
+        help='text the captions continue (the paper\'s COCO fine-tuning: "a photo of"; default: none)',
+    )
+    train.add_argument(
+        "--image-size",
+        type=int,
+        default=defaults.image_size,
+        help="train at this image size (the paper: 364; hf backend; default: the checkpoint's)",
     )
     train.add_argument(
         "--lora-rank", type=int, default=0, help="LoRA adapters of this rank on the LLM (0: none)"
     )
     train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    train.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over: first DELETES the previous run's checkpoints/ and log.jsonl in --output-dir, so no "
+        "later run can resume from them (default: resume from the newest checkpoint, which must have been "
+        "made with the same settings, epochs included)",
+    )
 
 
 def _load(args: argparse.Namespace, device: str | None = None) -> Blip2Backend:
+    check_device(args.device)
+    if args.model_source is not None:
+        check_model_source(args.model_source, "--model-source")
     print(f"BLIP-2 | {choose_profile(args.profile)}", file=sys.stderr)
     return load_blip2(
         args.profile,
@@ -146,22 +175,22 @@ def _settings(args: argparse.Namespace) -> GenerationSettings:
 
 
 def _caption(args: argparse.Namespace) -> list[dict[str, str]]:
-    images = load_images(args.images)  # a bad path fails before the model loads
-    captions = _load(args).caption(images, _settings(args))
+    images, settings = load_images(args.images), _settings(args)  # bad input fails before the model loads
+    captions = _load(args).caption(images, settings)
     return [
         {"image": image, "caption": caption} for image, caption in zip(args.images, captions, strict=True)
     ]
 
 
 def _vqa(args: argparse.Namespace) -> dict[str, str]:
-    image = load_image(args.image)
-    answer = _load(args).ask(image, args.question, settings=_settings(args))[0]
+    image, settings = load_image(args.image), _settings(args)
+    answer = _load(args).ask(image, args.question, settings=settings)[0]
     return {"image": args.image, "question": args.question, "answer": answer}
 
 
 def _retrieval(args: argparse.Namespace) -> list[dict[str, Any]]:
-    image = load_image(args.image)
-    ranked = _load(args).rank_texts(image, args.texts, top_k=args.top_k)
+    image, top_k = load_image(args.image), check_top_k(args.top_k)
+    ranked = _load(args).rank_texts(image, args.texts, top_k=top_k)
     return [asdict(item) for item in ranked]
 
 
@@ -177,7 +206,7 @@ def _check_manifest(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> dict[str, Any] | None:
     from accelerate import PartialState
 
-    from helpers.finetune import LoraSettings, TrainingConfig, train
+    from helpers.finetune import LoraSettings, TrainingConfig, check_run, train
 
     config = TrainingConfig(
         task=args.task,
@@ -196,17 +225,21 @@ def _train(args: argparse.Namespace) -> dict[str, Any] | None:
         mixed_precision=args.mixed_precision,
         gradient_checkpointing=args.gradient_checkpointing,
         train_vision=args.train_vision,
+        caption_prompt=args.caption_prompt,
+        image_size=args.image_size,
         lora=LoraSettings(rank=args.lora_rank) if args.lora_rank > 0 else None,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         resume=not args.no_resume,
     )
-    config.check()
+    check_device(args.device)
+    checked = check_run(config)  # settings, output folder, manifests and resume, before the model loads
     # Under `accelerate launch` every process loads the model onto its own device; on a machine without a
     # GPU, accelerate makes the processes a CPU (gloo) group only when told up front that they run on CPU.
     cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
     state = PartialState(cpu=cpu)
-    result = train(_load(args, str(state.device) if args.device == "auto" else args.device), config)
+    model = _load(args, str(state.device) if args.device == "auto" else args.device)
+    result = train(model, config, checked=checked)
     if not state.is_main_process:
         return None
     losses = result.losses

@@ -61,7 +61,7 @@ def _finish(fig: Figure) -> Figure:
 def architecture(count: VariantCount) -> Figure:
     """BLIP-2 end to end for one variant: frozen image encoder, trained Q-Former and projection, frozen LLM."""
     fig, ax = _canvas(
-        12, 3.6, f"BLIP-2 ({count.name}): {_short(count.trainable)} trained of {_short(count.total)}"
+        12, 3.9, f"BLIP-2 ({count.name}): {_short(count.trainable)} trained of {_short(count.total)}"
     )
     _box(ax, 0.2, 1.2, 1.4, 1.0, "image\n224 x 224", DATA)
     _box(
@@ -78,66 +78,112 @@ def architecture(count: VariantCount) -> Figure:
     _box(ax, 7.4, 1.1, 1.3, 1.0, f"linear\nprojection\n{_short(count['projection to the LLM'])}", TRAINED, 8)
     _box(ax, 9.2, 0.9, 1.6, 1.4, f"LLM\n{_short(count['LLM'])}\nfrozen", FROZEN)
     _box(ax, 11.0, 1.3, 0.9, 0.6, "text", DATA)
+    _box(ax, 8.75, 2.85, 2.5, 0.65, "text prompt (optional)\n'Question: ... Answer:'", DATA, 8)
+    _arrow(ax, (10.0, 2.85), (10.0, 2.3))
     _arrow(ax, (1.6, 1.7), (2.1, 1.7))
     _arrow(ax, (4.1, 1.7), (4.7, 1.7), "patches")
     _arrow(ax, (5.8, 2.5), (5.8, 2.3))
     _arrow(ax, (6.9, 1.6), (7.4, 1.6), "32 x 768")
     _arrow(ax, (8.7, 1.6), (9.2, 1.6))
     _arrow(ax, (10.8, 1.6), (11.0, 1.6))
-    ax.text(8.05, 0.6, "soft visual prompt", ha="center", fontsize=8, style="italic")
+    ax.text(
+        8.05,
+        0.7,
+        "soft visual prompt:\nplaced before the text prompt",
+        ha="center",
+        fontsize=8,
+        style="italic",
+    )
     return _finish(fig)
 
 
 def qformer_layers(qformer: nn.Module, num_queries: int) -> Figure:
-    """The Q-Former layer by layer: shared self-attention, cross-attention every other layer, two FFNs.
+    """Two consecutive Q-Former layers, in the order they run: self-attention, cross-attention, feed-forward.
 
-    `qformer` is a `Blip2QFormerModel` (a meta-device one is enough: only shapes are read). The queries
-    (left) and the text (right) are two transformers that share each self-attention layer; only the
-    queries read the image, through the cross-attention layers.
+    `qformer` is a `Blip2QFormerModel` (a meta-device one is enough: only shapes are read). The queries (left
+    column) and the text (right column) are two transformers that share each self-attention layer; only the
+    queries read the image, through a cross-attention that sits between self-attention and the feed-forward
+    block in every other layer. The Q-Former is this pair of layers repeated.
     """
     layers = list(qformer.encoder.layer)
     if not hasattr(layers[0], "intermediate"):
         raise ValueError("this Q-Former has no text side; pass the stage-1 (retrieval) model's Q-Former")
+    crossing = [index for index, layer in enumerate(layers) if layer.has_cross_attention]
+    if not crossing or len(crossing) == len(layers):
+        raise ValueError("expected cross-attention in some layers but not all (every other layer in BLIP-2)")
 
     def size(*modules: nn.Module) -> str:
         return _short(sum(p.numel() for module in modules for p in module.parameters()))
 
-    row = 0.62
-    height = 1.6 + row * len(layers)
-    fig, ax = _canvas(8.5, height, f"Q-Former: {len(layers)} layers, width {qformer.config.hidden_size}")
-    _box(ax, 0.3, 0.15, 3.0, 0.45, f"{num_queries} learned queries", TRAINED, 8)
-    _box(ax, 4.6, 0.15, 3.0, 0.45, "text tokens ([CLS] / [DEC] ...)", DATA, 8)
-    for index, layer in enumerate(layers):
-        y = 0.8 + row * index
-        _box(
-            ax,
-            0.3,
-            y,
-            7.3,
-            0.22,
-            f"layer {index}: self-attention, shared {size(layer.attention)}",
-            TRAINED,
-            7,
-        )
-        if layer.has_cross_attention:
-            _box(ax, 0.3, y + 0.27, 1.45, 0.25, f"cross-attn {size(layer.crossattention)}", "#e69138", 6)
-        _box(
-            ax,
-            1.85,
-            y + 0.27,
-            1.45,
-            0.25,
-            f"FFN query {size(layer.intermediate_query, layer.output_query)}",
-            TRAINED,
-            6,
-        )
-        _box(ax, 4.6, y + 0.27, 3.0, 0.25, f"FFN text {size(layer.intermediate, layer.output)}", TRAINED, 6)
+    cross, plain = layers[crossing[0]], next(layer for layer in layers if not layer.has_cross_attention)
+    width = qformer.config.hidden_size
+    fig, ax = _canvas(11, 8.6, f"Q-Former: {len(layers)} layers, width {width}, run bottom to top")
+    queries, text = (2.4, 3.3), (6.2, 3.3)  # column x and width
+    block = 0.6
+
+    def column_box(column: tuple[float, float], y: float, label: str, color: str) -> None:
+        _box(ax, column[0], y, column[1], block, label, color, 10)
+
+    def shared_box(y: float, label: str) -> None:
+        _box(ax, queries[0], y, text[0] + text[1] - queries[0], block, label, TRAINED, 10)
+
+    def up(column: tuple[float, float], low: float, high: float) -> None:
+        x = column[0] + column[1] / 2
+        _arrow(ax, (x, low), (x, high))
+
+    column_box(queries, 0.3, f"{num_queries} learned queries ({num_queries} x {width})", TRAINED)
+    column_box(text, 0.3, "text tokens ([CLS] or [DEC] first)", DATA)
+    rows = [1.35, 2.35, 3.35, 4.75, 5.75]
+    shared_box(rows[0], f"self-attention, shared by queries and text ({size(cross.attention)})")
+    column_box(queries, rows[1], f"cross-attention to the image ({size(cross.crossattention)})", "#e69138")
+    column_box(
+        queries,
+        rows[2],
+        f"feed-forward, queries ({size(cross.intermediate_query, cross.output_query)})",
+        TRAINED,
+    )
+    column_box(text, rows[2], f"feed-forward, text ({size(cross.intermediate, cross.output)})", TRAINED)
+    shared_box(rows[3], f"self-attention, shared ({size(plain.attention)})")
+    column_box(
+        queries,
+        rows[4],
+        f"feed-forward, queries ({size(plain.intermediate_query, plain.output_query)})",
+        TRAINED,
+    )
+    column_box(text, rows[4], f"feed-forward, text ({size(plain.intermediate, plain.output)})", TRAINED)
+    column_box(queries, 6.9, f"query outputs ({num_queries} x {width})", DATA)
+    column_box(text, 6.9, "text outputs ([CLS] for ITC)", DATA)
+    for low, high in [
+        (0.3, rows[0]),
+        (rows[0], rows[1]),
+        (rows[1], rows[2]),
+        (rows[2], rows[3]),
+        (rows[3], rows[4]),
+        (rows[4], 6.9),
+    ]:
+        up(queries, low + block, high)
+    for low, high in [
+        (0.3, rows[0]),
+        (rows[0], rows[2]),
+        (rows[2], rows[3]),
+        (rows[3], rows[4]),
+        (rows[4], 6.9),
+    ]:
+        up(text, low + block, high)
+    _box(ax, 0.2, rows[1] - 0.1, 1.6, block + 0.2, "image features\n(frozen ViT)", FROZEN, 9)
+    _arrow(ax, (1.8, rows[1] + block / 2), (queries[0], rows[1] + block / 2))
+    for label, low, high in (
+        (f"even layers\n0, 2, ... {crossing[-1]}", rows[0], rows[2] + block),
+        (f"odd layers\n1, 3, ... {len(layers) - 1}", rows[3], rows[4] + block),
+    ):
+        ax.plot([9.75, 9.85, 9.85, 9.75], [low, low, high, high], color="#555555", lw=1)
+        ax.text(10.45, (low + high) / 2, label, ha="center", va="center", fontsize=10)
     ax.text(
-        0.3,
-        height - 0.4,
-        "dark orange: cross-attention to the frozen ViT's image features, every other layer (queries only)",
-        ha="left",
-        fontsize=7,
+        5.5,
+        8.05,
+        f"the pair repeats {len(layers) // 2} times; queries and text share only the self-attention layers",
+        ha="center",
+        fontsize=10,
         style="italic",
     )
     return _finish(fig)

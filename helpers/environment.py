@@ -14,6 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import torch
@@ -80,6 +81,10 @@ class EnvironmentReport:
         rows = self.as_rows()
         width = max(len(label) for label, _ in rows)
         return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """The text form (saved copies, plain-text frontends) is the same table as the HTML one."""
+        printer.text(str(self))
 
     def _repr_html_(self) -> str:
         """Jupyter shows the report as a table rather than the dataclass repr."""
@@ -170,3 +175,26 @@ def format_bytes(size: int) -> str:
 
 def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def live_progress() -> bool:
+    """Whether a progress bar would be watched live: a person at a Jupyter frontend, or a terminal.
+
+    A headless run (papermill, nbval, CI logs) only keeps a bar's first frame, a "0%" that never moves, so
+    the kit's bars and transformers' "Loading weights" bar are off there. In a kernel the sign is the
+    current request's `allow_stdin`: frontends with a person (JupyterLab, Colab, VS Code) can answer
+    `input()`, headless executors say they cannot.
+    """
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    kernel = getattr(shell, "kernel", None)
+    if kernel is not None and hasattr(kernel, "get_parent"):
+        return bool(kernel.get_parent().get("content", {}).get("allow_stdin", False))
+    return sys.stderr.isatty()
+
+
+def quiet_progress_bars_when_headless() -> None:
+    """Turn off transformers' and the hub's progress bars (weights loading, downloads) in a headless run."""
+    if not live_progress():
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()

@@ -39,16 +39,25 @@ def cache_dir() -> Path:
     return Path(root) / VERSION
 
 
-def checkpoint_path(variant: str) -> Path:
-    """The folder of a full-size random checkpoint (`GENERATION` or `RETRIEVAL`), built on first use."""
+def folder(variant: str) -> Path:
+    """Where the full-size random checkpoint of `variant` (`GENERATION` or `RETRIEVAL`) lives, built or not."""
     if variant not in (GENERATION, RETRIEVAL):
         raise ValueError(
             f"variant={variant!r}: full-size random checkpoints exist for {GENERATION!r} and {RETRIEVAL!r}"
         )
-    folder = cache_dir() / variant
-    if not (folder / "model.safetensors.index.json").exists():
-        build(variant, folder)
-    return folder
+    return cache_dir() / variant
+
+
+def is_built(variant: str) -> bool:
+    """Whether the checkpoint is on disk; `build` renames it into place complete, so present means whole."""
+    return (folder(variant) / "model.safetensors.index.json").exists()
+
+
+def checkpoint_path(variant: str) -> Path:
+    """The folder of a full-size random checkpoint (`GENERATION` or `RETRIEVAL`), built on first use."""
+    if not is_built(variant):
+        build(variant, folder(variant))
+    return folder(variant)
 
 
 def _random_tensor(name: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from helpers.user_input import UserInputError, UserInputTypeError, check_finite, check_integer
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -27,6 +29,14 @@ class GenerationSettings:
     num_captions: int = 1
 
     def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "min_new_tokens", "num_beams", "num_captions"):
+            check_integer(getattr(self, name), f"GenerationSettings.{name}")
+        for name in ("top_p", "temperature", "repetition_penalty", "length_penalty"):
+            check_finite(getattr(self, name), f"GenerationSettings.{name}")
+        if not isinstance(self.use_nucleus_sampling, bool):
+            raise UserInputTypeError(
+                f"GenerationSettings.use_nucleus_sampling={self.use_nucleus_sampling!r} must be True or False"
+            )
         problems = []
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens={self.max_new_tokens} must be at least 1")
@@ -48,7 +58,7 @@ class GenerationSettings:
                 "as many captions as beams; raise num_beams or set use_nucleus_sampling=True"
             )
         if problems:
-            raise ValueError("GenerationSettings: " + "; ".join(problems))
+            raise UserInputError("GenerationSettings: " + "; ".join(problems))
 
     def replace(self, **changes: Any) -> GenerationSettings:
         """A copy with some fields changed, validated again."""

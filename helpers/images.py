@@ -10,11 +10,15 @@ fails with an `ImageLoadError` that names the source and says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import os
-import time
+import re
+import socket
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Sequence
@@ -27,7 +31,10 @@ ImageSource = str | os.PathLike | bytes | Image.Image
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
-_ACCEPTED = "a file path (str or os.PathLike), an http(s) URL, bytes, or a PIL.Image.Image"
+_ACCEPTED = "a file path (str or os.PathLike), an http(s) or file URL, bytes, or a PIL.Image.Image"
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+MAX_PIXELS = 64_000_000
+"""The decompression-bomb guard: images are refused above this many pixels, in manifests and training alike."""
 _CHUNK_BYTES = 64 * 1024
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 _UINT16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
@@ -42,7 +49,7 @@ def load_image(
     *,
     timeout: float = 10.0,
     max_bytes: int = 25 * 2**20,
-    max_pixels: int = 64_000_000,
+    max_pixels: int = MAX_PIXELS,
 ) -> Image.Image:
     """Open `source` and return a fully loaded, upright RGB image that owns its pixels.
 
@@ -61,7 +68,7 @@ def load_image(
         data = _download(source, timeout=timeout, max_bytes=max_bytes)
         return _open_and_decode(io.BytesIO(data), source, max_pixels)
     if isinstance(source, str | os.PathLike):
-        path = Path(os.fsdecode(source)).expanduser()
+        path = _local_path(source)
         if not path.exists():
             raise ImageLoadError(
                 f"{path}: image file not found (relative paths start from {Path.cwd()}). "
@@ -76,12 +83,32 @@ def load_image(
     raise TypeError(f"Cannot load an image from {type(source).__name__}; pass {_ACCEPTED}.")
 
 
+def _local_path(source: str | os.PathLike) -> Path:
+    """The file a path or `file://` URL names; any other URL scheme is refused, never read as a path."""
+    text = os.fsdecode(source)
+    scheme = _URL_SCHEME.match(text)
+    if scheme is None:
+        return Path(text).expanduser()
+    parsed = urllib.parse.urlparse(text)
+    if scheme.group(1).lower() != "file":
+        raise ImageLoadError(
+            f"{text}: {scheme.group(1)}:// URLs are not supported (only http://, https:// and file://). "
+            "Download the file and pass its path."
+        )
+    if parsed.netloc not in ("", "localhost"):
+        raise ImageLoadError(
+            f"{text}: a file:// URL on another host ({parsed.netloc}) cannot be opened. "
+            "Copy the file here and pass its path."
+        )
+    return Path(urllib.request.url2pathname(parsed.path))
+
+
 def load_images(
     sources: ImageSource | Sequence[ImageSource],
     *,
     timeout: float = 10.0,
     max_bytes: int = 25 * 2**20,
-    max_pixels: int = 64_000_000,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[Image.Image]:
     """Load one source or a list/tuple of them, reporting every bad entry at once.
 
@@ -99,6 +126,8 @@ def load_images(
     if not items:
         raise ValueError("No images given: pass at least one path, URL, bytes object or PIL image.")
 
+    if len(items) == 1:  # one source: its own one-line error, not a list of one
+        return [load_image(items[0], timeout=timeout, max_bytes=max_bytes, max_pixels=max_pixels)]
     images: list[Image.Image] = []
     problems: list[str] = []
     for index, source in enumerate(items):
@@ -135,15 +164,45 @@ def sample_image(name: str) -> Image.Image:
 
 
 def _download(url: str, *, timeout: float, max_bytes: int) -> bytes:
-    """Fetch `url` in chunks, stopping as soon as the size cap or the overall deadline is passed."""
-    deadline = time.monotonic() + timeout
+    """Fetch `url` within `timeout` seconds in all, headers and body alike, and at most `max_bytes`.
+
+    `urlopen(timeout=)` only bounds each socket read, so a server that drip-feeds its headers one byte at a
+    time would never time out. The download runs in a worker thread instead; when the deadline passes, its
+    sockets are shut down, which ends any read in progress at once, and the caller gets the timeout.
+    """
+    sockets: list[socket.socket] = []
+    outcome: dict[str, object] = {}
+
+    def fetch() -> None:
+        try:
+            outcome["data"] = _fetch(url, timeout, max_bytes, sockets)
+        except BaseException as exc:  # handed to the caller's thread, which raises it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fetch, name=f"download {url}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        for sock in list(sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        worker.join(1.0)
+        raise _download_failed(url, TimeoutError(f"download took longer than {timeout} s"))
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["data"]  # type: ignore[return-value]
+
+
+def _fetch(url: str, timeout: float, max_bytes: int, sockets: list[socket.socket]) -> bytes:
+    """The download itself; every socket it opens is recorded in `sockets` so the deadline can close it."""
     too_big = (
         f"{url}: larger than the {max_bytes:,}-byte limit. Download it yourself and pass a smaller file, "
         "or raise max_bytes."
     )
+    opener = urllib.request.build_opener(_TrackedHTTPHandler(sockets), _TrackedHTTPSHandler(sockets))
     request = urllib.request.Request(url, headers={"User-Agent": "blip2-kit"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > max_bytes:
                 raise ImageLoadError(too_big)
@@ -153,20 +212,51 @@ def _download(url: str, *, timeout: float, max_bytes: int) -> bytes:
                 received += len(chunk)
                 if received > max_bytes:
                     raise ImageLoadError(too_big)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"download took longer than {timeout} s")
                 chunks.append(chunk)
     except urllib.error.HTTPError as exc:
         raise ImageLoadError(
             f"{url}: the server answered HTTP {exc.code} {exc.reason}. Check the URL opens in a browser."
         ) from exc
     except (OSError, http.client.HTTPException) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise ImageLoadError(
-            f"{url}: download failed ({str(reason) or type(exc).__name__}). Check the URL and your "
-            "connection, raise timeout, or download the file and pass its path."
-        ) from exc
+        raise _download_failed(url, exc) from exc
     return b"".join(chunks)
+
+
+def _download_failed(url: str, exc: BaseException) -> ImageLoadError:
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return ImageLoadError(
+        f"{url}: download failed ({str(reason) or type(exc).__name__}). Check the URL and your "
+        "connection, raise timeout, or download the file and pass its path."
+    )
+
+
+def _tracked(connection_class: type[http.client.HTTPConnection], sockets: list[socket.socket]):
+    """A connection class that records its socket once connected, so another thread can shut it down."""
+
+    class Tracked(connection_class):  # type: ignore[misc, valid-type]
+        def connect(self) -> None:
+            super().connect()
+            sockets.append(self.sock)
+
+    return Tracked
+
+
+class _TrackedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        super().__init__()
+        self.connection_class = _tracked(http.client.HTTPConnection, sockets)
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self.connection_class, req)
+
+
+class _TrackedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        super().__init__()
+        self.connection_class = _tracked(http.client.HTTPSConnection, sockets)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self.connection_class, req, context=self._context)
 
 
 def _open_and_decode(fp: io.BytesIO | Path, description: str, max_pixels: int) -> Image.Image:

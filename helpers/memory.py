@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 from accelerate import init_empty_weights
-from transformers import AutoConfig, Blip2ForConditionalGeneration
+from transformers import AutoConfig, Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval
 
 from helpers.environment import format_bytes
 from helpers.precision import Precision
@@ -35,8 +35,9 @@ class MemoryEstimate:
 def weight_bytes(model_id: str, dtype: torch.dtype) -> int:
     """Exact weight bytes, counting the Q-Former and queries in fp32 as transformers keeps them."""
     config = AutoConfig.from_pretrained(model_id)
+    retrieval = "Blip2ForImageTextRetrieval" in (config.architectures or [])  # e.g. blip2-itm-vit-g
     with init_empty_weights():
-        model = Blip2ForConditionalGeneration(config)
+        model = (Blip2ForImageTextRetrieval if retrieval else Blip2ForConditionalGeneration)(config)
     model.tie_weights()  # from_pretrained ties the LM head to the embeddings; count that matrix once
     kept_fp32 = tuple(model._keep_in_fp32_modules or ())
     itemsize = torch.finfo(dtype).bits // 8
@@ -47,10 +48,17 @@ def weight_bytes(model_id: str, dtype: torch.dtype) -> int:
 
 
 def available_bytes(device: torch.device) -> int:
-    """Free memory where the weights will live: GPU memory for CUDA, otherwise available RAM."""
+    """Free memory where the weights will live: GPU memory for CUDA, otherwise available RAM.
+
+    On CUDA, also what this process may still take under `torch.cuda.set_per_process_memory_fraction`
+    (a shared GPU, or the GPU check's T4 emulation): the driver's free memory does not know that cap.
+    """
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return free
+        free, total = torch.cuda.mem_get_info(device)
+        if not hasattr(torch.cuda, "get_per_process_memory_fraction"):  # torch < 2.6 cannot report a cap
+            return free
+        cap = int(torch.cuda.get_per_process_memory_fraction(device) * total)
+        return min(free, cap - torch.cuda.memory_reserved(device))
     return psutil.virtual_memory().available
 
 

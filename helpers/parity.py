@@ -31,13 +31,10 @@ class ParityReport:
     rows: list[ParityRow]
 
     def __str__(self) -> str:
-        widths = [max(len(getattr(row, field)) for row in self.rows) for field in ("quantity", "hf", "lavis")]
-        lines = [f"{'':{widths[0]}}  {'hf':{widths[1]}}  {'lavis':{widths[2]}}  agreement"]
-        lines += [
-            f"{row.quantity:{widths[0]}}  {row.hf:{widths[1]}}  {row.lavis:{widths[2]}}  {row.agreement}"
-            for row in self.rows
-        ]
-        return "\n".join(lines)
+        """Each quantity with its agreement, then both backends' values one under the other (fits 110 columns)."""
+        return "\n".join(
+            f"{row.quantity}: {row.agreement}\n  hf     {row.hf}\n  lavis  {row.lavis}" for row in self.rows
+        )
 
 
 def _difference(hf: torch.Tensor, lavis: torch.Tensor) -> str:

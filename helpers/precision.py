@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from helpers.user_input import check_device
+
 _DTYPE_NAMES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -34,14 +36,10 @@ class Precision:
 
 
 def choose_device(requested: str | torch.device = "auto") -> torch.device:
-    """`auto` means the first CUDA GPU when there is one, otherwise the CPU."""
-    if isinstance(requested, torch.device):
-        return requested
-    if requested == "auto":
+    """`auto` means the first CUDA GPU when there is one, otherwise the CPU; see SUPPORTED_DEVICES."""
+    device = check_device(requested)
+    if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={requested!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
     return device
 
 

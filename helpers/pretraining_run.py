@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
 from helpers.backends.hf import MAX_TEXT_TOKENS, pil_processor_kwargs
+from helpers.environment import live_progress
 from helpers.loading import checkpoint_locations
 from helpers.precision import Precision, choose_precision
 from helpers.pretraining import (
@@ -149,7 +150,7 @@ def _optimise(setup: StageSetup, losses, steps: int, lr: float, label: str) -> d
     setup.model.train()
     history: dict[str, list[float]] = {}
     try:
-        for _ in tqdm(range(steps), desc=label):
+        for _ in tqdm(range(steps), desc=label, disable=not live_progress()):
             with setup.autocast():
                 values = losses()
             optimizer.zero_grad(set_to_none=True)

@@ -2,20 +2,27 @@
 
 A notebook says `PROFILE = "auto"` and this module turns it into concrete checkpoint locations, so the
 same cells run on a free Colab T4, an A100 and a laptop CPU with no network. Real profiles name real
-Hugging Face hub ids; the offline profile points at a small checkpoint the kit builds itself, loaded by
-exactly the same classes.
+Hugging Face hub ids; the offline profile points at the toy-world miniature the kit trains and ships
+(`helpers.offline`), loaded by exactly the same classes.
+
+$BLIP2_CHECKPOINT_DIR moves a real profile's checkpoints from the hub to local folders, one per hub id
+(`$BLIP2_CHECKPOINT_DIR/Salesforce/blip2-opt-2.7b`): a machine without network, a shared model store, or the
+GPU check's full-size random checkpoints. Same code, only the location changes.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from helpers import offline
 from helpers.checkpoints import by_hf_id
 
 PROFILE_ENV_VAR = "BLIP2_PROFILE"
+CHECKPOINT_DIR_ENV_VAR = "BLIP2_CHECKPOINT_DIR"
 OFFLINE = "offline"
 
 
@@ -56,7 +63,7 @@ PROFILES: dict[str, Profile] = {
             name=OFFLINE,
             caption_model=OFFLINE,
             retrieval_model=OFFLINE,
-            description="a miniature BLIP-2 the kit builds locally: no network, no GPU, same HF classes",
+            description=offline.profile_description(),
         ),
         Profile(
             name="t4",
@@ -132,3 +139,27 @@ def _lookup(name: str, source: str) -> Profile:
     except KeyError:
         known = ", ".join(["auto", *PROFILES])
         raise ValueError(f"{source}={name!r} is not a known profile; use one of: {known}") from None
+
+
+def checkpoint_location(hub_id: str) -> str:
+    """Where a real profile's checkpoint loads from: its hub id, or its folder under $BLIP2_CHECKPOINT_DIR.
+
+    With the variable set every checkpoint must be there (`<dir>/<hub id>` holding a config.json): a missing
+    one is an error naming the folder, never a quiet download from the hub.
+    """
+    root = os.environ.get(CHECKPOINT_DIR_ENV_VAR, "").strip()
+    if not root:
+        return hub_id
+    if not Path(root).is_dir():
+        raise FileNotFoundError(
+            f"${CHECKPOINT_DIR_ENV_VAR}={root!r} is not a folder; point it at a folder holding one subfolder "
+            f"per hub id (e.g. {root}/{hub_id}), or unset it to load from the Hugging Face hub"
+        )
+    folder = Path(root) / hub_id
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"${CHECKPOINT_DIR_ENV_VAR}={root!r} has no checkpoint for {hub_id}: {folder}/config.json is "
+            f"missing. Put it there (`hf download {hub_id} --local-dir {folder}`), or unset "
+            f"${CHECKPOINT_DIR_ENV_VAR} to load from the hub"
+        )
+    return str(folder)

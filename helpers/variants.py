@@ -19,9 +19,11 @@ from transformers import (
     Blip2ForConditionalGeneration,
     Blip2ForImageTextRetrieval,
     Blip2VisionModel,
+    CLIPVisionConfig,
+    CLIPVisionModel,
 )
 
-from helpers.paper import ZERO_SHOT_VQA, Method
+from helpers.evaluation.paper_results import ZERO_SHOT_VQA, Method
 from helpers.pretraining import TRAINED_VISION_NORM, freeze_for_stage, make_itg_head
 
 GENERATION_VARIANTS = {
@@ -31,6 +33,12 @@ GENERATION_VARIANTS = {
     "blip2-flan-t5-xxl": "BLIP-2 ViT-g FlanT5XXL",
 }
 """Hub name (Salesforce/<name>) -> the row naming it in the paper's Table 2."""
+
+VIT_L_VARIANTS = ("blip2-opt-2.7b", "blip2-flan-t5-xl")
+"""The generation variants the paper's Table 2 also reports with CLIP's ViT-L/14 (no checkpoint released)."""
+
+VIT_L_CONFIG = "clip-vit-large-patch14-vision"
+"""CLIP ViT-L/14's vision tower (openai/clip-vit-large-patch14), kept in `helpers/configs/`."""
 
 STAGE1_VARIANT = "blip2-stage1-qformer-vit-g"
 """The stage-1 model (ViT-g + Q-Former with its text side and ITC/ITM/ITG heads), as LAVIS pretrains it."""
@@ -62,10 +70,11 @@ class Component:
 
 @dataclass(frozen=True)
 class VariantCount:
-    """The parameter accounting of one BLIP-2 variant."""
+    """The parameter accounting of one BLIP-2 variant, with the image encoder it is built on."""
 
     name: str
     components: tuple[Component, ...]
+    vision: str = "ViT-g"
 
     @property
     def trainable(self) -> int:
@@ -78,6 +87,11 @@ class VariantCount:
     @property
     def total(self) -> int:
         return self.trainable + self.frozen
+
+    @property
+    def encoder(self) -> int:
+        """The frozen image encoder's parameters (ViT-g or ViT-L)."""
+        return self[f"image encoder ({self.vision})"]
 
     def __getitem__(self, component: str) -> int:
         """The parameter count of a component, by name."""
@@ -94,12 +108,30 @@ def variant_names() -> list[str]:
     return [*GENERATION_VARIANTS, STAGE1_VARIANT]
 
 
+def _config_json(name: str) -> dict:
+    text = resources.files("helpers").joinpath("configs", f"{name}.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
 def variant_config(name: str) -> Blip2Config:
     """The Blip2Config of a released variant, from the copy kept in `helpers/configs/`."""
     if name not in variant_names():
         raise ValueError(f"variant {name!r} is unknown; the kit holds configs for {variant_names()}")
-    text = resources.files("helpers").joinpath("configs", f"{name}.json").read_text(encoding="utf-8")
-    return Blip2Config.from_dict(json.loads(text))
+    return Blip2Config.from_dict(_config_json(name))
+
+
+def _untie_output_layer(model: nn.Module, name: str) -> None:
+    """Give the LLM its own output layer where the released checkpoint has one (every Flan-T5).
+
+    transformers 5's T5Config forces `tie_word_embeddings=True`, so a model built from the config shares
+    `lm_head` with the input embeddings and would count it once; the released config says untied.
+    """
+    if _config_json(name).get("text_config", {}).get("tie_word_embeddings", True):
+        return
+    language_model = model.language_model
+    head = language_model.get_output_embeddings()
+    if head.weight is language_model.get_input_embeddings().weight:
+        head.weight = nn.Parameter(torch.empty_like(head.weight), requires_grad=head.weight.requires_grad)
 
 
 def meta_model(name: str) -> Blip2ForConditionalGeneration | Blip2ForImageTextRetrieval:
@@ -108,15 +140,36 @@ def meta_model(name: str) -> Blip2ForConditionalGeneration | Blip2ForImageTextRe
     with torch.device("meta"):
         if name == STAGE1_VARIANT:
             return Blip2ForImageTextRetrieval(config)
-        return Blip2ForConditionalGeneration(config)
+        model = Blip2ForConditionalGeneration(config)
+        _untie_output_layer(model, name)
+        return model
 
 
-def count_variant(name: str) -> VariantCount:
+def vit_l_encoder() -> CLIPVisionModel:
+    """CLIP ViT-L/14 as BLIP-2 uses it, on the meta device: its last of 24 layers removed (Sec. 3.4)."""
+    config = CLIPVisionConfig.from_dict(_config_json(VIT_L_CONFIG))
+    config.num_hidden_layers -= 1
+    with torch.device("meta"):
+        return CLIPVisionModel(config)
+
+
+_CLIP_UNUSED = "post_layernorm."
+"""CLIP's own output LayerNorm: BLIP-2 reads the second-last layer and applies its own trained LayerNorm."""
+
+
+def count_variant(name: str, vision: str = "ViT-g") -> VariantCount:
     """Count every component of a variant and mark what its pretraining stage trains.
 
-    Shared (tied) weights are counted once. The stage-1 count includes the ITG head, which the released
-    checkpoints drop; its decoder is tied to the word embeddings, so only its transform and bias add up.
+    Shared (tied) weights are counted once; Flan-T5's untied output layer is counted. The stage-1 count
+    includes the ITG head, which the released checkpoints drop; its decoder is tied to the word embeddings,
+    so only its transform and bias add up. `vision="ViT-L"` counts the paper's CLIP ViT-L/14 twin of a
+    generation variant (Table 2): the Q-Former's cross-attention and the trained LayerNorm read 1024-wide
+    features, and the frozen encoder is CLIP's.
     """
+    if vision == "ViT-L":
+        return _count_vit_l(name)
+    if vision != "ViT-g":
+        raise ValueError(f"vision={vision!r}; the paper's image encoders are 'ViT-g' and 'ViT-L'")
     model = meta_model(name)
     stage = 1 if name == STAGE1_VARIANT else 2
     freeze_for_stage(model, stage)
@@ -125,6 +178,35 @@ def count_variant(name: str) -> VariantCount:
         head = make_itg_head(model)
         named += [(f"itg_head.{n}", p) for n, p in head.named_parameters() if n != "decoder.weight"]
     return VariantCount(name, _components(name, named))
+
+
+def _count_vit_l(name: str) -> VariantCount:
+    if name not in VIT_L_VARIANTS:
+        raise ValueError(f"variant {name!r}: the paper reports ViT-L only for {list(VIT_L_VARIANTS)}")
+    encoder = vit_l_encoder()
+    config = variant_config(name)
+    width = encoder.config.hidden_size
+    config.qformer_config.encoder_hidden_size = width
+    config.vision_config.update(
+        {
+            "hidden_size": width,
+            "num_hidden_layers": 1,
+            "num_attention_heads": encoder.config.num_attention_heads,
+        }
+    )
+    with torch.device("meta"):
+        model = Blip2ForConditionalGeneration(config)
+    _untie_output_layer(model, name)
+    freeze_for_stage(model, 2)
+    # Everything but the ViT-g stand-in; its output LayerNorm (trained) is BLIP-2's own and stays.
+    named = [
+        (n, p)
+        for n, p in model.named_parameters()
+        if not n.startswith("vision_model.") or n.startswith(TRAINED_VISION_NORM)
+    ]
+    clip = sum(p.numel() for n, p in encoder.named_parameters() if _CLIP_UNUSED not in n)
+    components = (*_components(name, named), Component("image encoder (ViT-L)", clip, False))
+    return VariantCount(name, components, vision="ViT-L")
 
 
 def _components(variant: str, named: list[tuple[str, nn.Parameter]]) -> tuple[Component, ...]:
@@ -145,50 +227,34 @@ def _components(variant: str, named: list[tuple[str, nn.Parameter]]) -> tuple[Co
 OPT_VOCABULARY = 50272
 """The vocabulary of facebook/opt-2.7b and opt-6.7b; the BLIP-2 checkpoints grew it for <image>."""
 
-VIT_L_WIDTH = 1024
-"""CLIP ViT-L/14's width: what the Q-Former's cross-attention reads in the paper's ViT-L variants."""
 
-
-def vit_l_trainable(name: str) -> int:
-    """Trainable parameters of a generation variant with ViT-L/14 in place of ViT-g.
-
-    The kit holds no ViT-L checkpoint config, so this counts only what the swap changes: the Q-Former's
-    cross-attention keys and values read 1024-wide features instead of 1408-wide ones, and the trained
-    output LayerNorm is 1024 wide. The queries and the projection to the LLM are unchanged.
-    """
-    if name not in GENERATION_VARIANTS:
-        raise ValueError(f"variant {name!r}: choose a generation variant, one of {list(GENERATION_VARIANTS)}")
-    config = variant_config(name)
-    config.qformer_config.encoder_hidden_size = VIT_L_WIDTH
-    config.vision_config.hidden_size = VIT_L_WIDTH
-    config.vision_config.num_hidden_layers = 1  # frozen, not counted: one layer keeps the build cheap
-    config.vision_config.num_attention_heads = 16
-    with torch.device("meta"):
-        model = Blip2ForConditionalGeneration(config)
-    freeze_for_stage(model, 2)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def paper_row(name: str, vision: str = "ViT-g") -> Method:
-    """The paper's Table 2 row for a generation variant, or for its ViT-L twin with `vision="ViT-L"`."""
-    label = GENERATION_VARIANTS[name].replace("ViT-g", vision)
+def paper_row(count: VariantCount) -> Method:
+    """The paper's Table 2 row for a counted generation variant (ViT-g, or its ViT-L twin)."""
+    label = GENERATION_VARIANTS[count.name].replace("ViT-g", count.vision)
     return next(method for method in ZERO_SHOT_VQA if method.name == label)
+
+
+def table2_counts() -> list[VariantCount]:
+    """Every Table 2 row of BLIP-2 the kit can count: the four ViT-g variants and the two ViT-L twins."""
+    return [count_variant(name) for name in GENERATION_VARIANTS] + [
+        count_variant(name, vision="ViT-L") for name in VIT_L_VARIANTS
+    ]
 
 
 def parameter_table(counts: list[VariantCount]) -> str:
     """Counts of each generation variant beside the paper's Table 2, as fixed-width text."""
     header = (
-        f"{'variant':<20}{'ViT':>8}{'Q-Former':>10}{'queries':>9}{'proj':>7}{'LLM':>9}"
-        f"{'trainable':>11}{'total':>8} | {'paper trainable':>15}{'total':>7}"
+        f"{'variant':<18}{'ViT':<6}{'encoder':>8}{'Q-Former':>9}{'queries':>8}{'proj':>6}{'LLM':>8}"
+        f"{'trainable':>10}{'total':>7} | {'paper trainable':>15}{'total':>7}"
     )
     lines = [header, "-" * len(header)]
     for count in counts:
-        paper = paper_row(count.name)
+        paper = paper_row(count)
         lines.append(
-            f"{count.name:<20}{_short(count['image encoder (ViT-g)']):>8}"
-            f"{_short(count['Q-Former layers']):>10}{count['learned queries']:>9,}"
-            f"{_short(count['projection to the LLM']):>7}{_short(count['LLM']):>9}"
-            f"{_short(count.trainable):>11}{_short(count.total):>8} | {paper.trainable_params:>15}"
+            f"{count.name:<18}{count.vision:<6}{_short(count.encoder):>8}"
+            f"{_short(count['Q-Former layers']):>9}{count['learned queries']:>8,}"
+            f"{_short(count['projection to the LLM']):>6}{_short(count['LLM']):>8}"
+            f"{_short(count.trainable):>10}{_short(count.total):>7} | {paper.trainable_params:>15}"
             f"{paper.total_params:>7}"
         )
     return "\n".join(lines)
@@ -199,37 +265,77 @@ def _short(value: int) -> str:
     return f"{value / 1e9:.2f}B" if value >= 1e9 else f"{value / 1e6:.1f}M"
 
 
-def accounting_notes() -> list[tuple[str, int]]:
-    """The parameter blocks that explain how the kit's counts differ from the paper's, each counted here.
+NOMINAL_VISION = {"ViT-g": 1.0e9, "ViT-L": 0.3e9}
+"""The image encoders' sizes as their names give them: EVA-CLIP's "1B" ViT-g, CLIP's "0.3B" ViT-L."""
 
-    Returns (what, parameters) pairs: what the generation checkpoints drop of the stage-1 Q-Former, the ViT
-    layer BLIP-2 removes, the vocabulary rows added for the <image> placeholder, Flan-T5's untied output
-    layer. The notebook explains which of them the paper's rounding hides.
+NOMINAL_LLM = {
+    "blip2-opt-2.7b": 2.7e9,
+    "blip2-opt-6.7b": 6.7e9,
+    "blip2-flan-t5-xl": 3.0e9,
+    "blip2-flan-t5-xxl": 11.0e9,
+}
+"""The language models' sizes as their names give them (Flan-T5-XL is "3B", XXL "11B")."""
+
+NOMINAL_BRIDGE = 0.1e9
+"""The Q-Former side (layers, queries, LayerNorm, projection) rounded to one decimal of a billion."""
+
+
+def nominal_breakdown(count: VariantCount) -> list[tuple[str, int, float]]:
+    """(part, exact count, nominal size) for the three parts whose nominal sizes add up to Table 2's total."""
+    vision = count.encoder
+    llm = count["LLM"]
+    return [
+        (f"image encoder ({count.vision})", vision, NOMINAL_VISION[count.vision]),
+        ("LLM", llm, NOMINAL_LLM[count.name]),
+        ("Q-Former side and projection", count.total - vision - llm, NOMINAL_BRIDGE),
+    ]
+
+
+def totals_table(counts: list[VariantCount]) -> str:
+    """Each Table 2 total rebuilt from nominal sizes beside the exact count, part by part (in billions)."""
+    header = (
+        f"{'variant':<18}{'ViT':<6}{'encoder':>15}{'LLM':>15}{'Q-Former side':>15}{'total':>15}{'paper':>7}"
+    )
+    lines = [header, f"{'(billions)':<24}" + f"{'exact/nominal':>15}" * 4]
+    lines.append("-" * len(header))
+    for count in counts:
+        parts = nominal_breakdown(count)
+        cells = [f"{exact / 1e9:.3f} / {nominal / 1e9:.1f}" for _, exact, nominal in parts]
+        nominal_total = sum(nominal for _, _, nominal in parts)
+        lines.append(
+            f"{count.name:<18}{count.vision:<6}{cells[0]:>15}{cells[1]:>15}{cells[2]:>15}"
+            f"{f'{count.total / 1e9:.3f} / {nominal_total / 1e9:.1f}':>15}{paper_row(count).total_params:>7}"
+        )
+    return "\n".join(lines)
+
+
+def accounting_notes() -> list[tuple[str, int]]:
+    """The blocks behind the gaps between exact and nominal sizes, each counted here.
+
+    Returns (what, parameters) pairs: the ViT layers BLIP-2 removes (so its encoders are a layer short of
+    their nominal models), Flan-T5's untied output layers, and the vocabulary rows the OPT checkpoints add.
     """
-    stage1, opt = count_variant(STAGE1_VARIANT), count_variant("blip2-opt-2.7b")
-    dropped = stage1.trainable - (opt.trainable - opt["projection to the LLM"])
     vision = variant_config("blip2-opt-2.7b").vision_config
     vision.num_hidden_layers = 1
     with torch.device("meta"):
-        layer = Blip2VisionModel(vision).encoder.layers[0]
+        vit_g_layer = Blip2VisionModel(vision).encoder.layers[0]
+    clip_layer = vit_l_encoder().encoder.layers[0]
     opt_config = variant_config("blip2-opt-2.7b").text_config
-    t5_config = variant_config("blip2-flan-t5-xl").text_config
+    xl, xxl = variant_config("blip2-flan-t5-xl").text_config, variant_config("blip2-flan-t5-xxl").text_config
     return [
         (
-            "stage-1 Q-Former parts the generation checkpoints drop (text embeddings, text FFNs, heads)",
-            dropped,
+            "one ViT-g layer (BLIP-2 drops EVA-CLIP's last of 40 layers)",
+            sum(p.numel() for p in vit_g_layer.parameters()),
         ),
         (
-            "one ViT-g layer (BLIP-2 drops EVA-CLIP's last of 40 layers)",
-            sum(p.numel() for p in layer.parameters()),
+            "one ViT-L layer (BLIP-2 drops CLIP's last of 24 layers)",
+            sum(p.numel() for p in clip_layer.parameters()),
         ),
+        ("Flan-T5-XL output layer, not tied to its input embeddings", xl.vocab_size * xl.d_model),
+        ("Flan-T5-XXL output layer, not tied to its input embeddings", xxl.vocab_size * xxl.d_model),
         (
             "OPT-2.7B vocabulary rows added for <image> and padding (50304 - 50272)",
             (opt_config.vocab_size - OPT_VOCABULARY) * opt_config.hidden_size,
-        ),
-        (
-            "Flan-T5-XL output layer, not tied to its input embeddings",
-            t5_config.vocab_size * t5_config.d_model,
         ),
     ]
 

@@ -5,9 +5,9 @@ figure by leaving it as a cell's last expression, a script saves it with `fig.sa
 created through pyplot (which registers Jupyter's inline renderer) and closed again before they are
 returned, so Jupyter shows each one exactly once and long sessions do not pile figures up in pyplot.
 
-Model outputs are shown as they come: the offline model's random weights produce nonsense with stray
-control characters and `$` signs, so all text is drawn with mathtext off and unprintable characters
-replaced.
+Model outputs are shown as they come: a model may write `$` signs or stray control characters, so all text
+is drawn with mathtext off and unprintable characters replaced. While the offline model is loaded, every
+figure says so in a footer (`helpers.offline.figure_note`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from helpers import offline
 from helpers.backends.base import RankedText
 from helpers.images import ImageSource, load_image
 
 ImageLike = ImageSource | np.ndarray
 
-_CAPTION_WIDTH = 38
+_CAPTION_WIDTH = 46
 _LABEL_WIDTH = 32
 _ANSWER_WIDTH = 60
 _MAX_LINES = 6
@@ -138,13 +140,16 @@ def similarity_heatmap(
                 color="black" if bright else "white",
                 parse_math=False,
             )
-        best = int(np.nanargmax(values[row]))
-        ax.add_patch(Rectangle((best - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=2.5))
+        if _stands_out(values[row]):
+            best = int(np.nanargmax(values[row]))
+            ax.add_patch(
+                Rectangle((best - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=2.5)
+            )
     ax.set_xticks(range(ncols), [_wrap(label, 16, 3) for label in col_labels], fontsize=8)
     ax.set_yticks(range(nrows), [_wrap(label, 20, 2) for label in row_labels], fontsize=9)
     for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
         label.set_parse_math(False)
-    ax.set_xlabel("texts (red box: the best text for each image)")
+    ax.set_xlabel("texts (red box: each image's best text, where one stands out at this precision)")
     ax.set_ylabel("images")
     ax.set_title(_clean(title), parse_math=False)
     return _finish(fig)
@@ -203,7 +208,7 @@ def show_ranking(image: ImageLike, ranked: Sequence[RankedText], title: str = "i
 def paper_comparison(rows: Sequence[Any], title: str = "This run against the paper") -> Figure:
     """One bar pair per metric: the paper's number and this run with its bootstrap interval.
 
-    `rows` are `helpers.comparison.ComparisonRow`s; metrics the paper does not report show this run alone.
+    `rows` are `helpers.evaluation.comparison.ComparisonRow`s; metrics the paper does not report show this run alone.
     """
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
     positions = np.arange(len(rows))
@@ -255,6 +260,11 @@ def training_curves(history: Sequence[dict[str, Any]], title: str = "Fine-tuning
         epochs = [record["epoch"] + 1 for record in validation]
         for key in metrics:
             metric_ax.plot(epochs, [record[key] for record in validation], marker="o", label=key)
+        # Scores are 0 or more; a flat 0 would otherwise get an axis of +-1e-15.
+        highest = max((record[key] for record in validation for key in metrics), default=0.0)
+        metric_ax.set_ylim(0, max(1.0, 1.1 * highest))
+        metric_ax.set_xticks(sorted(set(epochs)))
+        metric_ax.set_ylabel("score")
         metric_ax.set_xlabel("epoch")
         metric_ax.set_title("validation")
         metric_ax.legend(fontsize=8)
@@ -263,9 +273,34 @@ def training_curves(history: Sequence[dict[str, Any]], title: str = "Fine-tuning
 
 
 def _finish(fig: Figure) -> Figure:
-    """Detach the figure from pyplot so Jupyter displays it once, as the returned value."""
+    """Mark offline figures, and detach the figure from pyplot so Jupyter displays it once, as the returned value."""
+    note = offline.figure_note()
+    if note is not None:
+        _add_footer(fig, note)
     plt.close(fig)
     return fig
+
+
+def _add_footer(fig: Figure, text: str, inches: float = 0.3) -> None:
+    """Write `text` in a strip added under the figure, whatever its layout."""
+    height = fig.get_figheight()
+    fig.set_figheight(height + inches)
+    style = {"fontsize": 9, "color": "#b00020", "style": "italic", "parse_math": False}
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.supxlabel(text, **style)  # constrained layout makes room for it
+        return
+    fig.set_layout_engine("none")
+    scale, strip = height / (height + inches), inches / (height + inches)
+    for ax in fig.axes:  # the same place as before, above the new strip
+        box = ax.get_position()
+        ax.set_position((box.x0, box.y0 * scale + strip, box.width, box.height * scale))
+    fig.text(0.5, strip / 2, text, ha="center", va="center", **style)
+
+
+def _stands_out(row: np.ndarray) -> bool:
+    """Whether a row's best value beats the runner-up as printed (2 decimals): no box for a tie like 0.00 / 0.00."""
+    ordered = np.sort(np.round(row[~np.isnan(row)], 2))
+    return len(ordered) == 1 or (len(ordered) > 1 and ordered[-1] > ordered[-2])
 
 
 def _as_picture(image: ImageLike) -> np.ndarray | Image.Image:
@@ -287,8 +322,8 @@ def _draw_image(ax: Axes, image: np.ndarray | Image.Image, label: str) -> None:
     ax.imshow(image)
     ax.set_xticks([])
     ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    for spine in ax.spines.values():  # a thin frame: toy scenes are white on white without one
+        spine.set_edgecolor("#999999")
     ax.set_title(_clean(label), fontsize=11, parse_math=False)
 
 
@@ -321,7 +356,7 @@ def _caption_block(captions: list[str]) -> str:
 
 
 def _clean(text: str) -> str:
-    """Printable text only: random-weight models emit control characters that fonts cannot draw."""
+    """Printable text only: generated text may hold control characters that fonts cannot draw."""
     return "".join(ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}" for ch in str(text)) or "(empty)"
 
 

@@ -7,6 +7,7 @@ script saves it) and draws text with mathtext off.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -38,22 +39,24 @@ def attention_masks(num_queries: int, tokens: Sequence[str], text_mask: torch.Te
         )
     labels = [f"q{i}" for i in range(num_queries)] + [_clean(token) for token in tokens]
     size = num_queries + len(tokens)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 6.2))
-    fig.subplots_adjust(left=0.06, right=0.99, top=0.83, bottom=0.14, wspace=0.25)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 8))
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.84, bottom=0.13, wspace=0.25)
     for ax, kind in zip(axes, MASK_KINDS, strict=True):
         mask = qformer_attention_mask(kind, num_queries, text_mask)[0].numpy()
         ax.imshow(mask, cmap="Greys", vmin=0, vmax=1.4)
         ax.axhline(num_queries - 0.5, color="#e69138", lw=1.5)
         ax.axvline(num_queries - 0.5, color="#e69138", lw=1.5)
-        step = max(1, size // 24)
-        ax.set_xticks(range(0, size, step), labels[::step], rotation=90, fontsize=7)
-        ax.set_yticks(range(0, size, step), labels[::step], fontsize=7)
-        ax.set_title(_MASK_TITLES[kind], fontsize=10)
-        ax.set_xlabel("attended (keys)")
-    axes[0].set_ylabel("attending (queries of attention)")
+        # Every text token is labelled; the queries only every 8th, so that each label stays legible.
+        ticks = [*range(0, num_queries, 8), *range(num_queries, size)]
+        ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=9)
+        ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=9)
+        ax.set_title(_MASK_TITLES[kind], fontsize=12)
+        ax.set_xlabel("attended (keys)", fontsize=11)
+    axes[0].set_ylabel("attending (queries of attention)", fontsize=11)
     fig.suptitle(
-        f"Q-Former self-attention masks: {num_queries} learned queries, then the text (grey = may attend;"
-        " ITG starts the text with [DEC] instead of [CLS])"
+        f"Q-Former self-attention masks: {num_queries} learned queries, then the text\n"
+        "(grey = may attend; white = blocked; ITG starts the text with [DEC] instead of [CLS])",
+        fontsize=13,
     )
     return _finish(fig)
 
@@ -97,7 +100,7 @@ def query_attention_maps(
             ax = axes[row, col]
             heat = maps[row].mean(axis=0) if query is None else maps[row, query]
             ax.imshow(picture)
-            ax.imshow(
+            overlay = ax.imshow(
                 heat / heat.max(), cmap="inferno", alpha=0.55, extent=(0, width, height, 0), vmin=0, vmax=1
             )
             ax.set_xticks([])
@@ -106,6 +109,7 @@ def query_attention_maps(
                 ax.set_title("all queries" if query is None else f"query {query}", fontsize=9)
             if col == 0:
                 ax.set_ylabel(f"cross-attn {row + 1}", fontsize=9)
+    fig.colorbar(overlay, ax=axes, shrink=0.6, label="attention / its map's maximum")
     fig.suptitle(_clean(title))
     return _finish(fig)
 
@@ -123,16 +127,17 @@ def hard_negatives(
         raise ValueError("give a square similarity and one image label and one text per row")
     eye = torch.eye(batch, dtype=torch.bool)
     probabilities = similarity.float().masked_fill(eye, float("-inf")).softmax(dim=1).cpu().numpy()
-    fig, ax = plt.subplots(figsize=(1.3 * batch + 3, 0.8 * batch + 2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * batch + 3), 0.8 * batch + 2.5), layout="constrained")
     mesh = ax.imshow(probabilities, cmap="magma", vmin=0, vmax=1)
     fig.colorbar(mesh, ax=ax, shrink=0.8, label="P(drawn as hard negative)")
     for row in range(batch):
         ax.text(row, row, "positive", ha="center", va="center", fontsize=8, color="white")
         column = int(picked[row])
         ax.add_patch(plt.Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#2ca02c", lw=2.5))
-    ax.set_xticks(range(batch), [_clean(text)[:18] for text in texts], rotation=30, ha="right", fontsize=8)
+    wrapped = [textwrap.fill(_clean(text), 22, max_lines=3, placeholder=" …") for text in texts]
+    ax.set_xticks(range(batch), wrapped, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(batch), [_clean(label) for label in image_labels], fontsize=9)
-    ax.set_title("ITM hard negatives: softmax of ITC similarity off the positive (green: drawn)")
+    ax.set_title("ITM hard negatives: softmax of ITC similarity\noff the positive (green box: the one drawn)")
     return _finish(fig)
 
 

@@ -21,6 +21,10 @@ from helpers.prompts import VQA_TEMPLATE, Turn, vqa_prompt
 _DEFAULTS = GenerationSettings()
 _PREVIEW_PIXELS = 256
 _WIDE = {"width": "95%"}
+_LABEL = {"description_width": "initial"}
+"""Labels as wide as their text: the default width cuts "temperature" to "temperat…"."""
+_BUTTON = {"width": "max-content"}
+"""A button as wide as its label: the default width cuts "Clear conversation"."""
 
 
 def uploaded_bytes(value: Any) -> bytes | None:
@@ -56,36 +60,53 @@ class VQADemo:
     in front of the new question in LAVIS's format; changing the image starts a new conversation.
     """
 
-    def __init__(self, model: Any, sample: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        sample: str | None = None,
+        pictures: Mapping[str, Image.Image] | None = None,
+        question: str = "What is shown in the photo?",
+    ) -> None:
+        """`pictures` (name -> image) replaces the bundled photos, e.g. toy scenes for the offline model."""
         self.model = model
         self.history: list[Turn] = []
         self._uploaded: Image.Image | None = None
         self._uploaded_name = ""
-        names = sample_names()
+        self._pictures = dict(pictures) if pictures is not None else None
+        if self._pictures is not None and not self._pictures:
+            raise ValueError(
+                "pictures is empty; pass at least one name -> image, or None for the bundled photos"
+            )
+        names = list(self._pictures) if self._pictures is not None else sample_names()
+        if sample is not None and sample not in names:
+            raise ValueError(f"sample={sample!r} is not one of the pictures {names}")
         first = sample if sample is not None else ("cat" if "cat" in names else names[0])
 
-        self.sample = widgets.Dropdown(options=names, value=first, description="Sample")
+        self.sample = widgets.Dropdown(options=names, value=first, description="Picture", style=_LABEL)
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Your image")
         self.source = widgets.HTML()
         self.preview = widgets.Image(format="png", layout={"width": f"{_PREVIEW_PIXELS}px"})
         self.question = widgets.Text(
-            value="What is shown in the photo?",
+            value=question,
             placeholder="Ask a question about the image",
             description="Question",
             layout=_WIDE,
+            style=_LABEL,
         )
         self.keep = widgets.Checkbox(value=False, description="keep conversation", indent=False)
-        self.clear = widgets.Button(description="Clear conversation", icon="eraser")
+        self.clear = widgets.Button(description="Clear conversation", icon="eraser", layout=_BUTTON)
         self.max_new_tokens = widgets.IntSlider(
-            value=_DEFAULTS.max_new_tokens, min=1, max=100, description="max tokens"
+            value=_DEFAULTS.max_new_tokens, min=1, max=100, description="max tokens", style=_LABEL
         )
-        self.num_beams = widgets.IntSlider(value=_DEFAULTS.num_beams, min=1, max=10, description="beams")
+        self.num_beams = widgets.IntSlider(
+            value=_DEFAULTS.num_beams, min=1, max=10, description="beams", style=_LABEL
+        )
         self.sampling = widgets.Checkbox(value=False, description="sample (nucleus)", indent=False)
         self.temperature = widgets.FloatSlider(
-            value=_DEFAULTS.temperature, min=0.1, max=2.0, step=0.05, description="temperature"
+            value=_DEFAULTS.temperature, min=0.1, max=2.0, step=0.05, description="temperature", style=_LABEL
         )
         self.top_p = widgets.FloatSlider(
-            value=_DEFAULTS.top_p, min=0.05, max=1.0, step=0.05, description="top p"
+            value=_DEFAULTS.top_p, min=0.05, max=1.0, step=0.05, description="top p", style=_LABEL
         )
         self.ask = widgets.Button(description="Ask", button_style="primary", icon="question")
         self.answer = widgets.HTML(layout=_WIDE)
@@ -111,12 +132,16 @@ class VQADemo:
             ],
             layout={"flex": "1"},
         )
-        self.widget = widgets.VBox([widgets.HBox([self.preview, controls]), self.answer])
+        self.widget = _DemoBox([widgets.HBox([self.preview, controls]), self.answer])
 
     # ---- state ----------------------------------------------------------------------------------
     def current_image(self) -> Image.Image:
         """The uploaded image if there is one, else the chosen sample."""
-        return self._uploaded if self._uploaded is not None else sample_image(self.sample.value)
+        if self._uploaded is not None:
+            return self._uploaded
+        if self._pictures is not None:
+            return self._pictures[self.sample.value]
+        return sample_image(self.sample.value)
 
     def settings(self) -> GenerationSettings:
         """Decoding settings from the sliders; temperature and top p only matter when sampling."""
@@ -196,7 +221,7 @@ class VQADemo:
         if self._uploaded is not None:
             self.source.value = f"Using your upload <code>{html.escape(self._uploaded_name)}</code>."
         else:
-            self.source.value = f"Using the sample <code>{html.escape(self.sample.value)}</code>."
+            self.source.value = f"Using the picture <code>{html.escape(self.sample.value)}</code>."
         thumbnail = image.copy()
         thumbnail.thumbnail((_PREVIEW_PIXELS, _PREVIEW_PIXELS))
         buffer = io.BytesIO()
@@ -219,6 +244,22 @@ class VQADemo:
         self.answer.value = f"<p style='color:#b00020'><b>⚠</b> {html.escape(message)}</p>"
 
 
-def vqa_demo(model: Any, sample: str | None = None) -> widgets.Widget:
+class _DemoBox(widgets.VBox):
+    """The demo's outer box, with a readable text form for copies of the notebook that have no live kernel.
+
+    A headless run (papermill, nbviewer, GitHub) keeps only the widget's text form, which would otherwise be
+    the whole widget tree with the preview's PNG bytes.
+    """
+
+    def __repr__(self) -> str:
+        return "[VQA demo: interactive widgets, shown only when the notebook runs in Jupyter or Colab]"
+
+
+def vqa_demo(
+    model: Any,
+    sample: str | None = None,
+    pictures: Mapping[str, Image.Image] | None = None,
+    question: str = "What is shown in the photo?",
+) -> widgets.Widget:
     """The VQA demo as one widget: leave it as a cell's last expression to display it."""
-    return VQADemo(model, sample).widget
+    return VQADemo(model, sample, pictures, question).widget

@@ -102,3 +102,57 @@ def test_full_size_random_values_keep_norms_and_biases_neutral():
         torch.ones(shape, dtype=full_size.DTYPE),
     )
     assert not full_size._random_tensor("itm_head.bias", shape, generator).any()
+
+
+def test_interleaved_timing_alternates_the_sides_and_keeps_medians():
+    calls = []
+    timings = benchmarking.interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repetitions=3
+    )
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert len(timings["a"].wall_seconds) == len(timings["a"].cpu_seconds) == 3
+    timing = benchmarking.Timing(wall_seconds=(3.0, 1.0, 2.0), cpu_seconds=(0.5, 0.7, 0.6))
+    assert timing.wall == 2.0 and timing.cpu == 0.6
+    assert timing.to_dict()["wall_seconds_median"] == 2.0
+
+
+def test_interleaved_timing_counts_this_process_cpu_time_beside_the_wall_clock():
+    def busy() -> None:
+        total = 0
+        for i in range(200_000):
+            total += i * i
+
+    def asleep() -> None:
+        import time
+
+        time.sleep(0.05)
+
+    timings = benchmarking.interleaved({"busy": busy, "asleep": asleep}, repetitions=2)
+    assert timings["busy"].cpu > 0
+    assert timings["asleep"].wall >= 0.05 and timings["asleep"].cpu < timings["asleep"].wall
+
+
+def test_interleaved_timing_synchronizes_around_every_reading():
+    events = []
+    benchmarking.interleaved(
+        {"a": lambda: events.append("run")}, 2, synchronize=lambda: events.append("sync")
+    )
+    assert events == ["sync", "run", "sync"] * 2
+
+
+def test_speedup_is_stated_on_both_clocks_and_timings_combine_round_by_round():
+    slow = benchmarking.Timing((10.0, 12.0, 11.0), (8.0, 8.0, 9.0))
+    fast = benchmarking.Timing((1.0, 1.0, 1.1), (2.0, 2.0, 2.0))
+    assert benchmarking.speedup(slow, fast) == {"wall": pytest.approx(11.0), "cpu": pytest.approx(4.0)}
+    combined = slow + fast.scaled(10)
+    assert combined.wall_seconds == pytest.approx((20.0, 22.0, 22.0))
+    assert combined.cpu_seconds == pytest.approx((28.0, 28.0, 29.0))
+    with pytest.raises(ValueError, match="same rounds"):
+        slow + benchmarking.Timing((1.0,), (1.0,))
+
+
+def test_interleaved_timing_refuses_nothing_to_time():
+    with pytest.raises(ValueError, match="repetitions=0"):
+        benchmarking.interleaved({"a": lambda: None}, repetitions=0)
+    with pytest.raises(ValueError, match="no sides"):
+        benchmarking.interleaved({}, repetitions=1)

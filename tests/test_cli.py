@@ -92,7 +92,7 @@ def test_train_then_caption_with_the_fine_tuned_model(dataset: Path) -> None:
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout)
     assert summary["steps"] == 2 and summary["first_loss"] > 0
-    assert "fine-tuning (caption)" in trained.stderr  # the progress bar
+    assert "fine-tuning (caption)" not in trained.stdout  # progress never mixes with the JSON
     captioned = _run(
         "caption", str(sample_path("cat")), "--model-source", str(out), "--num-beams", "1", "--json"
     )

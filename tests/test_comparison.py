@@ -9,21 +9,21 @@ import pytest
 import torch
 
 from helpers.backends.base import Features
-from helpers.comparison import (
+from helpers.evaluation.comparison import compare_with_paper, format_table, load_comparison, save_comparison
+from helpers.evaluation.datasets import CaptionExample, RetrievalSet, VQAExample
+from helpers.evaluation.paper_results import OVERVIEW, PAPER_NUMBERS, TABLES, WITHOUT_ITG, paper_number
+from helpers.evaluation.protocols import (
+    CAPTION_MIN_LENGTH,
     VQA_SETTINGS,
     Result,
     bootstrap_ci,
-    compare_with_paper,
+    caption_settings,
     evaluate_captions,
     evaluate_retrieval,
     evaluate_vqa,
-    format_table,
-    load_comparison,
-    save_comparison,
+    lavis_min_new_tokens,
 )
-from helpers.datasets import CaptionExample, RetrievalSet, VQAExample
 from helpers.images import sample_names, sample_path
-from helpers.paper import PAPER_NUMBERS, paper_number
 
 
 def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_n():
@@ -77,6 +77,33 @@ def test_caption_pipeline_scores_the_generated_captions(offline_model, monkeypat
     assert all(r.ci_low <= r.value + 1e-9 and r.value <= r.ci_high + 1e-9 for r in results)
 
 
+def test_caption_decoding_counts_min_length_as_lavis_does(offline_model, monkeypatch):
+    # OPT: transformers' min_length counts the prompt with its BOS token ("" is 1 token, "a photo of" 4).
+    assert lavis_min_new_tokens(offline_model, "", CAPTION_MIN_LENGTH) == 7
+    assert caption_settings(offline_model).min_new_tokens == 7
+    t5 = SimpleNamespace(_prompt_positions=lambda prompts: ([], 0, None), caption_prompt="")
+    assert lavis_min_new_tokens(t5, "", CAPTION_MIN_LENGTH) == 7  # Flan-T5: the decoder's start token
+    seen = []
+    monkeypatch.setattr(
+        offline_model, "generate", lambda images, prompts, settings: seen.append((prompts, settings)) or [""]
+    )
+    monkeypatch.setattr(offline_model, "caption_model", "Salesforce/blip2-opt-2.7b-coco")
+    image = sample_path(sample_names()[0])
+    offline_model.caption(image, caption_settings(offline_model))
+    prompts, settings = seen[-1]
+    assert prompts == ["a photo of"]  # the COCO-fine-tuned captioners were trained to continue it
+    prompt_tokens = len(offline_model.processor.tokenizer("a photo of")["input_ids"])
+    assert settings.min_new_tokens == max(CAPTION_MIN_LENGTH - prompt_tokens, 0) < 7
+
+
+def test_offline_captions_come_out_whole_under_lavis_minimum(offline_model):
+    from helpers.toyworld.samples import toy_samples
+
+    scenes = toy_samples(3)
+    captions = offline_model.caption([s.image for s in scenes], caption_settings(offline_model))
+    assert captions == [s.caption for s in scenes]
+
+
 class _ScriptedRetrieval:
     """Backend stand-in whose ITC prefers the wrong text and whose ITM knows the right one."""
 
@@ -110,7 +137,7 @@ def test_retrieval_reranks_the_itc_top_k_with_itm(monkeypatch):
     def load(sources):
         return [loaded.setdefault(str(s), object()) for s in sources]
 
-    monkeypatch.setattr("helpers.comparison.load_images", load)
+    monkeypatch.setattr("helpers.evaluation.protocols.load_images", load)
     model = _ScriptedRetrieval(load(paths))
     reranked = {r.metric: r.value for r in evaluate_retrieval(model, data, "toy", top_k=2, resamples=10)}
     itc_only = {r.metric: r.value for r in evaluate_retrieval(model, data, "toy", top_k=0, resamples=10)}
@@ -138,7 +165,118 @@ def test_comparison_table_pairs_runs_with_the_paper_and_round_trips(tmp_path):
 
 
 def test_paper_numbers_are_unique_and_include_the_headline_results():
-    keys = [(n.model, n.dataset, n.metric) for n in PAPER_NUMBERS]
+    keys = [(n.model, n.dataset, n.metric, n.table) for n in PAPER_NUMBERS]
     assert len(keys) == len(set(keys))
     assert paper_number("BLIP-2 ViT-g FlanT5XXL", "VQAv2 test-dev", "accuracy").value == 65.0
     assert paper_number("BLIP-2 ViT-g FlanT5XL", "NoCaps val", "CIDEr").value == 121.6
+    assert paper_number("BLIP-2 ViT-g FlanT5XL", "NoCaps val out-domain", "SPICE").value == 15.1
+    assert paper_number("BLIP-2 ViT-g OPT6.7B", "VQAv2 test-std", "accuracy").value == 82.30  # Table 4
+    assert paper_number(WITHOUT_ITG, "COCO 5K test", "IR@1").value == 67.2  # Table 6
+    assert {n.table for n in PAPER_NUMBERS} == set(TABLES)
+    blip = next(row for row in OVERVIEW if row[0] == "BLIP")
+    assert blip[4] == "96.7 / 86.7"  # Table 1's Flickr30K zero-shot TR@1 / IR@1 for BLIP
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "kind", "dataset", "metric", "table", "value", "same"),
+    [
+        ("Salesforce/blip2-opt-2.7b", "generation", "VQAv2 test-dev", "accuracy", "Table 2", 52.3, True),
+        ("Salesforce/blip2-opt-2.7b", "generation", "COCO Karpathy test", "CIDEr", "Table 3", 145.8, False),
+        (
+            "Salesforce/blip2-opt-2.7b-coco",
+            "generation",
+            "COCO Karpathy test",
+            "CIDEr",
+            "Table 3",
+            145.8,
+            True,
+        ),
+        ("Salesforce/blip2-opt-2.7b-coco", "generation", "NoCaps val", "CIDEr", "Table 3", 119.7, True),
+        ("Salesforce/blip2-opt-2.7b-coco", "generation", "VQAv2 val", "accuracy", "Table 2", 53.5, False),
+        ("Salesforce/blip2-flan-t5-xl-coco", "generation", "NoCaps val", "SPICE", "Table 3", 15.8, True),
+        ("Salesforce/blip2-itm-vit-g", "retrieval", "COCO 5K test", "TR@1", "Table 5", 85.4, False),
+        ("Salesforce/blip2-itm-vit-g-coco", "retrieval", "COCO 5K test", "TR@1", "Table 5", 85.4, True),
+        ("Salesforce/blip2-itm-vit-g-coco", "retrieval", "Flickr30K 1K test", "IR@1", "Table 5", 89.7, True),
+        ("/tmp/toy", "retrieval", "Flickr30K 1K test", "TR@1", "Table 5", 97.6, False),
+    ],
+)
+def test_same_model_flag_is_decided_per_checkpoint_and_table(
+    checkpoint, kind, dataset, metric, table, value, same
+):
+    model = SimpleNamespace(backend_name="hf", caption_model=checkpoint, retrieval_model=checkpoint)
+    (row,) = compare_with_paper([Result(kind, dataset, metric, 50.0, 45.0, 55.0, 10)], model, {})
+    assert (row.table, row.paper, row.same_model) == (table, value, same)
+
+
+def test_comparison_table_fits_110_columns_and_names_every_paper_model():
+    model = SimpleNamespace(
+        backend_name="hf",
+        caption_model="Salesforce/blip2-opt-2.7b",
+        retrieval_model="Salesforce/blip2-itm-vit-g",
+    )
+    results = [
+        Result("generation", "COCO Karpathy test retrieval subset", "accuracy (lenient)", 5.0, 4.0, 6.0, 9),
+        Result("generation", "COCO Karpathy test", "CIDEr", 100.0, 90.0, 110.0, 300),
+        Result("retrieval", "COCO 5K test", "TR@1", 80.0, 75.0, 85.0, 100),
+    ]
+    text = format_table(compare_with_paper(results, model, {}))
+    assert max(len(line) for line in text.splitlines()) <= 110
+    assert "Table 3: BLIP-2 ViT-g OPT2.7B, * a stand-in" in text
+    assert "Table 5: BLIP-2 ViT-g, * a stand-in" in text
+
+
+def test_caption_fine_tuning_can_train_after_the_papers_prompt(tmp_path):
+    from helpers.finetune import TrainingConfig
+    from helpers.finetune.data import TaskDataset
+    from helpers.finetune.manifests import read_manifest
+    from helpers.prompts import COCO_CAPTION_PROMPT
+
+    image = sample_path(sample_names()[0])
+    manifest = tmp_path / "train.tsv"
+    manifest.write_text(f"{image}\tA Cat, on the couch.\n{image}\tWhat is it?\n")
+    captions = read_manifest(manifest, "caption")
+    sample = TaskDataset(captions, "Question: {} Answer:", COCO_CAPTION_PROMPT)[0]
+    assert (sample["prompt"], sample["target"]) == (
+        "a photo of",
+        "a cat, on the couch",
+    )  # blip_caption's cleaning
+    assert TaskDataset(captions, "Question: {} Answer:")[0]["prompt"] == ""
+    assert TrainingConfig(task="caption", train_manifest="t", output_dir="o").caption_prompt == ""
+    vqa = tmp_path / "vqa.tsv"
+    vqa.write_text(f"{image}\tWhat IS it?\tcat\n")
+    asked = TaskDataset(read_manifest(vqa, "vqa"), "Question: {} Answer:")[0]
+    assert asked["prompt"] == "Question: what is it? Answer:"  # blip_question's cleaning, as `ask` does
+
+
+def test_fine_tuning_at_the_papers_image_size_saves_a_model_that_runs_at_it(tmp_path):
+    from helpers import GREEDY, load_blip2
+    from helpers.finetune import TrainingConfig, train
+    from helpers.finetune.image_size import set_image_size
+
+    image = sample_path(sample_names()[0])
+    manifest = tmp_path / "train.tsv"
+    manifest.write_text(f"{image}\tone small red circle on the left\n" * 2)
+    settings = {
+        "task": "caption",
+        "train_manifest": manifest,
+        "epochs": 1,
+        "batch_size": 2,
+        "warmup_steps": 0,
+    }
+    model = load_blip2("offline", backend="hf", verbose=False)
+    patch = model.model.config.vision_config.patch_size
+    size = 6 * patch  # larger than the checkpoint's grid, as 364 px is for the real ViT's 14-px patches
+    config = TrainingConfig(
+        **settings, output_dir=tmp_path / "run", train_vision=True, image_size=size, checkpoint_every=None
+    )
+    train(model, config)
+    assert model.model.vision_model.embeddings.position_embedding.shape[1] == 6 * 6 + 1
+    reloaded = load_blip2("offline", backend="hf", model_id=str(tmp_path / "run"), verbose=False)
+    assert reloaded.model.config.vision_config.image_size == size
+    assert reloaded.processor.image_processor.size == {"height": size, "width": size}
+    assert reloaded.caption(image, GREEDY) == model.caption(image, GREEDY)
+    lavis = SimpleNamespace(backend_name="lavis")
+    with pytest.raises(ValueError, match="needs the hf backend"):
+        set_image_size(lavis, "caption", size)
+    with pytest.raises(ValueError, match="multiple of"):
+        set_image_size(model, "caption", size + 1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.datasets import (
+from helpers.evaluation.datasets import (
     AnnotationError,
     CaptionExample,
     VQAExample,
@@ -182,15 +182,18 @@ def test_writers_round_trip_through_the_loaders(tmp_path):
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files behind
 
 
-def test_offline_benchmark_goes_through_the_official_loaders(tmp_path):
-    from helpers.benchmarks import OFFLINE_SIZES, offline_benchmarks
+def test_offline_eval_sets_go_through_the_official_loaders(tmp_path):
+    from helpers.evaluation.eval_sets import OFFLINE_SIZES, offline_eval_sets
     from helpers.toyworld.world import scenes
 
-    data = offline_benchmarks(tmp_path)
+    data = offline_eval_sets(tmp_path)
     assert len(data.captions) == OFFLINE_SIZES["captions"]
     assert len(data.vqa) == 6 * OFFLINE_SIZES["vqa_scenes"]  # one question of each of six kinds per scene
     assert data.captions[0].references == (scenes(0, "test", 1)[0].caption(),)
     assert all(len(example.answers) == 10 for example in data.vqa)
+    # Written as the released VQAv2 annotations are, normalised ("1", not "one"), for the official scorer.
+    counts = [example.answers[0] for example in data.vqa if example.question.startswith("how many")]
+    assert counts and all(answer.isdigit() for answer in counts)
     assert len(set(data.retrieval.texts)) == len(data.retrieval.texts) == OFFLINE_SIZES["retrieval"]
     assert data.retrieval.image_texts[0] == [0]
     assert json.loads((tmp_path / "questions.json").read_text())["questions"][0]["image_id"] == 0

@@ -3,7 +3,9 @@ metrics through pycocoevalcap, and recall@K."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import random
 import shutil
 from pathlib import Path
@@ -12,18 +14,22 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers.evaluation import (
+from helpers.evaluation.metrics import (
     SPICE_MISSING,
     caption_metrics,
     caption_scores,
-    exact_match_accuracy,
-    normalize_answer,
     recall_at_k,
     retrieval_ranks,
     spice_available,
+)
+from helpers.evaluation.vqa_scoring import (
+    exact_match_accuracy,
+    exact_match_scores,
+    normalize_answer,
     vqa_accuracy,
     vqa_scores,
 )
+from helpers.prompts import lavis_caption, lavis_question
 
 # ---- VQA -------------------------------------------------------------------------------------------
 
@@ -67,15 +73,33 @@ def test_vqa_accuracy_rejects_mismatched_or_empty_inputs():
         vqa_accuracy(["yes"], ["yes"])  # a bare string is not a list of human answers
 
 
-def test_home_made_answers_are_normalised_like_predictions():
-    assert vqa_scores(["2"], [["two"] * 10]) == [1.0]
-    assert vqa_scores(["T-shirt."], [["t-shirt"] * 10]) == [1.0]
+def test_official_scoring_leaves_unanimous_human_answers_as_typed():
+    # The official scorer normalises the prediction ("two" -> "2") but not humans who all agree.
+    assert vqa_scores(["2"], [["two"] * 10]) == [0.0]
+    assert vqa_scores(["two"], [["two"] * 10]) == [0.0]
+    assert vqa_scores(["T-shirt."], [["t-shirt"] * 10]) == [0.0]
+    assert vqa_scores(["2"], [["2"] * 10]) == [1.0]
 
 
-def test_gqa_exact_match_normalises_both_sides():
-    assert exact_match_accuracy(["The table.", "Two", "left"], ["table", "two", "right"]) == pytest.approx(
-        200 / 3
-    )
+def test_official_scoring_strips_only_punctuation_from_disagreeing_humans():
+    humans = ["t-shirt"] * 9 + ["no"]  # they disagree, so "t-shirt" becomes "t shirt", like the prediction
+    assert vqa_scores(["T-shirt"], [humans]) == [pytest.approx(1.0)]
+    # A quirk kept: a mark not beside a space becomes a space, so "yes!" turns into "yes " and never matches.
+    assert vqa_scores(["yes"], [["yes!"] * 9 + ["no"]]) == [0.0]
+    assert vqa_scores(["two"], [["Two"] * 9 + ["3"]]) == [0.0]  # humans keep their case and number words
+
+
+def test_lenient_scoring_normalises_home_made_answers_like_predictions():
+    assert vqa_scores(["2"], [["two"] * 10], scoring="lenient") == [1.0]
+    assert vqa_scores(["T-shirt."], [["t-shirt"] * 10], scoring="lenient") == [1.0]
+    with pytest.raises(ValueError, match="scoring='friendly'"):
+        vqa_scores(["2"], [["two"] * 10], scoring="friendly")
+
+
+def test_gqa_exact_match_normalises_the_prediction_only_unless_lenient():
+    predictions, references = ["The table.", "Two", "left"], ["table", "two", "right"]
+    assert exact_match_accuracy(predictions, references) == pytest.approx(100 / 3)
+    assert exact_match_accuracy(predictions, references, scoring="lenient") == pytest.approx(200 / 3)
 
 
 def _lavis_vqa_eval():
@@ -100,17 +124,53 @@ def _random_answer(rng: random.Random) -> str:
     return "".join(rng.choice(_WORDS) + rng.choice(_MARKS) + " " for _ in range(rng.randint(1, 3))).strip()
 
 
-def test_vqa_scores_match_lavis_official_scorer():
-    vqa_eval = _lavis_vqa_eval()
-    rng = random.Random(0)
+def _spelling(rng: random.Random, answer: str) -> str:
+    """One annotator's way of typing `answer`: case, an article, a trailing mark or space, a number word."""
+    variants = [
+        answer,
+        answer.upper(),
+        answer.capitalize(),
+        f"the {answer}",
+        f"A {answer}",
+        f"{answer}.",
+        f"{answer}!",
+        f" {answer}",
+        answer.replace("2", "two").replace("3", "three"),
+        answer.replace("-", " "),
+        answer.replace("'", ""),
+    ]
+    return rng.choice(variants)
+
+
+_BASES = ["2", "3", "two", "yes", "no", "red", "t-shirt", "don't know", "1,000", "3.5", "dog", "none", "0"]
+
+
+def _crafted_questions(count: int, seed: int) -> tuple[list[str], list[list[str]]]:
+    """Questions a user's own annotations produce: unanimous, split, and raw spellings on both sides."""
+    rng = random.Random(seed)
     predictions, answers = [], []
-    official = scorer_normalise(vqa_eval)
-    for _ in range(300):
-        # Official annotation files hold normalised answers; the raw pool stands in for predictions.
-        pool = [_random_answer(rng) for _ in range(3)]
-        humans = [rng.choice(pool) for _ in range(10)] if rng.random() < 0.8 else [pool[0]] * 10
-        answers.append([official(human) for human in humans])
-        predictions.append(rng.choice([*pool, _random_answer(rng)]))
+    for index in range(count):
+        base = rng.choice(_BASES)
+        kind = index % 4
+        if kind == 0:  # all ten annotators typed the same string
+            humans = [_spelling(rng, base)] * 10
+        elif kind == 1:  # the same answer in different spellings
+            humans = [_spelling(rng, base) for _ in range(10)]
+        elif kind == 2:  # a split vote between two answers
+            other = rng.choice(_BASES)
+            humans = [rng.choice([base, other, _spelling(rng, base)]) for _ in range(10)]
+        else:  # machine-generated noise
+            pool = [_random_answer(rng) for _ in range(3)]
+            humans = [rng.choice(pool) for _ in range(10)]
+            base = rng.choice(pool)
+        predictions.append(_spelling(rng, base) if rng.random() < 0.7 else rng.choice(_BASES))
+        answers.append(humans)
+    predictions.append("." * 40 + "yes")  # the official scorer removes at most 32 full stops
+    answers.append(["yes"] * 5 + ["no"] * 5)
+    return predictions, answers
+
+
+def _lavis_scores(vqa_eval, predictions: list[str], answers: list[list[str]]) -> dict[int, float]:
     qa = {
         qid: {
             "answers": [{"answer": a, "answer_id": j + 1} for j, a in enumerate(humans)],
@@ -121,10 +181,53 @@ def test_vqa_scores_match_lavis_official_scorer():
     }
     res = {qid: {"answer": prediction} for qid, prediction in enumerate(predictions)}
     scorer = vqa_eval(SimpleNamespace(qa=qa, getQuesIds=lambda: list(qa)), SimpleNamespace(qa=res), n=2)
-    scorer.evaluate()
+    with contextlib.redirect_stdout(io.StringIO()):
+        scorer.evaluate()
+    return scorer.evalQA, scorer.accuracy["overall"]
+
+
+def test_vqa_scores_match_lavis_official_scorer_on_raw_human_answers():
+    vqa_eval = _lavis_vqa_eval()
+    predictions, answers = _crafted_questions(600, seed=0)
+    per_question, overall = _lavis_scores(vqa_eval, predictions, answers)
     ours = vqa_scores(predictions, answers)
-    assert [round(100 * s, 2) for s in ours] == [scorer.evalQA[qid] for qid in range(len(ours))]
-    assert 0 < sum(ours) < len(ours)  # the sample exercises both hits and misses
+    assert [round(100 * s, 2) for s in ours] == [per_question[qid] for qid in range(len(ours))]
+    assert round(vqa_accuracy(predictions, answers), 2) == overall
+    lenient = vqa_scores(predictions, answers, scoring="lenient")
+    differ = sum(a != b for a, b in zip(ours, lenient, strict=True))
+    assert differ > 50, "the sample must exercise the official scorer's treatment of raw human answers"
+    assert 0 < sum(ours) < len(ours)
+
+
+def test_vqa_scores_match_lavis_official_scorer_on_normalised_answers():
+    vqa_eval = _lavis_vqa_eval()
+    rng = random.Random(0)
+    official = scorer_normalise(vqa_eval)
+    predictions, answers = [], []
+    for _ in range(300):
+        # Released annotation files hold normalised answers; there the two scorings agree.
+        pool = [_random_answer(rng) for _ in range(3)]
+        humans = [rng.choice(pool) for _ in range(10)] if rng.random() < 0.8 else [pool[0]] * 10
+        answers.append([official(human) for human in humans])
+        predictions.append(rng.choice([*pool, _random_answer(rng)]))
+    per_question, _ = _lavis_scores(vqa_eval, predictions, answers)
+    ours = vqa_scores(predictions, answers)
+    assert [round(100 * s, 2) for s in ours] == [per_question[qid] for qid in range(len(ours))]
+    assert ours == vqa_scores(predictions, answers, scoring="lenient")
+    assert 0 < sum(ours) < len(ours)
+
+
+def test_gqa_exact_match_matches_lavis_gqa_task():
+    vqa_eval = _lavis_vqa_eval()
+    tool = vqa_eval()
+    predictions, answers = _crafted_questions(300, seed=1)
+    references = [humans[0] for humans in answers]
+    expected = [
+        float(tool.processDigitArticle(tool.processPunctuation(p)) == r)
+        for p, r in zip(predictions, references, strict=True)
+    ]
+    assert exact_match_scores(predictions, references) == expected
+    assert 0 < sum(expected) < len(expected)
 
 
 def scorer_normalise(vqa_eval):
@@ -221,3 +324,58 @@ def test_recall_at_k_rejects_bad_positives():
         recall_at_k(torch.zeros(2, 3), [{0}, {3}])
     with pytest.raises(ValueError, match="one per query"):
         recall_at_k(torch.zeros(2, 3), [{0}])
+
+
+# ---- LAVIS's text processors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "question", "caption"),
+    [
+        ("What is THIS?", "what is this?", "what is this?"),
+        ('A "dog" (brown); on: the mat!', "a dog brown on the mat", "a dog brown on the mat"),
+        ("two  spaces\n", "two  spaces\n", "two spaces"),
+        ("it's a t-shirt, isn't it?", "it's a t-shirt, isn't it?", "it's a t-shirt, isn't it?"),
+        ("end.  ", "end", "end"),
+    ],
+)
+def test_lavis_processors_clean_questions_and_captions(raw, question, caption):
+    assert lavis_question(raw) == question
+    assert lavis_caption(raw) == caption
+    assert lavis_question("a b c d", max_words=2) == "a b"
+    assert lavis_caption("a  b.c d", max_words=3) == "a b c"
+
+
+def _lavis_text_processors():
+    if importlib.util.find_spec("lavis") is None:
+        pytest.skip("LAVIS is not installed (the lavis backend installs it); processor parity not checked")
+    from helpers.backends import lavis_compat
+
+    lavis_compat.apply()
+    from lavis.processors.blip_processors import BlipCaptionProcessor, BlipQuestionProcessor
+
+    return BlipQuestionProcessor, BlipCaptionProcessor
+
+
+def test_lavis_processors_match_the_installed_lavis_on_generated_strings():
+    question_class, caption_class = _lavis_text_processors()
+    rng = random.Random(0)
+    pool = [*"aAbZ .!\"()*#:;~?,'\t\n", "  ", "Dog", "É", "\u00a0", "\r\n", "word"]
+    for max_words in (50, 3):
+        question, caption = question_class(max_words=max_words), caption_class(max_words=max_words)
+        for _ in range(1500):
+            text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 80)))
+            assert lavis_question(text, max_words) == question(text), repr(text)
+            assert lavis_caption(text, max_words) == caption.pre_caption(text), repr(text)
+
+
+def test_questions_and_retrieval_texts_reach_the_model_cleaned(offline_model):
+    from helpers.toyworld.samples import toy_samples
+
+    sample = toy_samples(1)[0]
+    question = sample.questions[0].question
+    shouted = question.upper().rstrip("?") + "?!"
+    assert offline_model.ask(sample.image, shouted) == offline_model.ask(sample.image, question)
+    messy = f'  "{sample.caption.upper()}."  '
+    same = offline_model.itc_scores(sample.image, [messy, sample.caption])[0]
+    assert same[0].item() == pytest.approx(same[1].item())

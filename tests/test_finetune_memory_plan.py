@@ -31,3 +31,21 @@ def test_largest_batch_is_the_edge_of_what_fits() -> None:
         assert plan_memory(batch_size=batch, gradient_checkpointing=checkpointing).fits(T4_BYTES)
         assert not plan_memory(batch_size=batch + 1, gradient_checkpointing=checkpointing).fits(T4_BYTES)
     assert largest_batch(gradient_checkpointing=True) > largest_batch(gradient_checkpointing=False) >= 8
+
+
+def test_the_papers_setting_trains_the_vit_at_364_px_and_does_not_fit_a_t4() -> None:
+    counted = count_variant("blip2-opt-2.7b")
+    paper = dict(
+        plan_memory(batch_size=1, train_vision=True, image_size=364, gradient_checkpointing=True).rows
+    )
+    trainable = paper["Q-Former side and ViT, trainable, fp32 weights"] // 4
+    assert trainable == counted.trainable + counted["image encoder (ViT-g)"]
+    assert "ViT, frozen, fp16 weights" not in paper
+    at_224 = dict(plan_memory(batch_size=1, train_vision=True, gradient_checkpointing=True).rows)
+    assert (
+        paper["ViT activations kept for backward (364 px)"]
+        > at_224["ViT activations kept for backward (224 px)"]
+    )
+    assert not plan_memory(
+        batch_size=1, train_vision=True, image_size=364, gradient_checkpointing=True
+    ).fits()

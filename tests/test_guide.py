@@ -54,7 +54,8 @@ def test_compare_with_other_methods_states_the_papers_margin(capsys):
 
     rows = compare_with_other_methods()
     assert any(row["name"] == "Flamingo80B" for row in rows)
-    assert "by 8.7 points (65.0 vs 56.3) with 54x fewer trainable parameters" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "by 8.7 points (65.0 vs 56.3)\nwith 54x fewer trainable parameters" in printed
 
 
 def test_test_cases_on_the_kit_model(offline_model, tmp_path, capsys):
@@ -95,3 +96,81 @@ def test_guide_functions_accept_a_lavis_model_and_its_processors():
     assert model.calls[1]["prompt"] == "Question: What is shown in the photo? Answer:"
     run_comprehensive_test(model, processors, "cpu")
     assert all(call["image"].shape == (1, 3, 8, 8) for call in model.calls)
+
+
+def test_the_guides_own_lavis_call_loads_the_miniature_offline(offline_model):
+    """`load_model_and_preprocess("blip2_opt", "pretrain_opt2.7b")` exactly as the guide writes it, answered
+    from the offline folder: LAVIS's Blip2OPT at the miniature's size, agreeing with the kit's model."""
+    from helpers.guide.lavis_route import guide_checkpoints
+    from helpers.toyworld.samples import toy_samples
+
+    with guide_checkpoints("offline") as choice:
+        from lavis.models import load_model_and_preprocess
+
+        model, vis_processors, _ = load_model_and_preprocess(
+            name="blip2_opt", model_type="pretrain_opt2.7b", is_eval=True, device=torch.device("cpu")
+        )
+    assert choice.profile.is_offline
+    assert type(model).__name__ == "Blip2OPT" and model.query_tokens.shape[1] == 8
+    toy = toy_samples(1)[0]
+    image = vis_processors["eval"](toy.image).unsqueeze(0)
+    assert image.shape == (1, 3, 224, 224)
+    caption = model.generate({"image": image})[0]
+    assert caption == toy.caption == offline_model.caption(toy.image)[0]
+    qa = toy.questions[0]
+    assert model.generate({"image": image, "prompt": f"Question: {qa.question} Answer:"}) == [qa.answer]
+
+
+def test_the_guide_route_leaves_lavis_as_it_found_it():
+    from helpers.guide.lavis_route import guide_checkpoints
+
+    with guide_checkpoints("offline"):
+        from lavis.models.base_model import BaseModel
+        from lavis.models.blip2_models.blip2_opt import Blip2OPT
+
+        inside = Blip2OPT.default_config_path("pretrain_opt2.7b")
+    assert "blip2-guide-" in inside
+    assert BaseModel.default_config_path.__func__ is BaseModel.__dict__["default_config_path"].__func__
+    assert Blip2OPT.default_config_path("pretrain_opt2.7b").endswith(
+        "configs/models/blip2/blip2_pretrain_opt2.7b.yaml"
+    )
+
+
+def test_guide_demo_image_is_a_known_toy_scene_offline():
+    from helpers.guide.demo import GUIDE_DEMO_URL, guide_demo_image
+    from helpers.profiles import choose_profile
+
+    demo = guide_demo_image(choose_profile("offline"))
+    assert demo.truth is not None and demo.truth.caption in demo.source
+    assert demo.image.size == demo.truth.image.size
+    assert GUIDE_DEMO_URL.endswith("/BLIP/demo.jpg")
+
+
+def test_guide_claims_are_recomputed_from_the_tables_and_the_counts():
+    from helpers.guide.claims import claims_table, guide_claims
+
+    claims = {claim.guide: claim for claim in guide_claims()}
+    margin = claims["outperforms Flamingo80B by 8.7% in zero-shot VQAv2"]
+    assert "65.0 vs 56.3" in margin.paper and margin.verdict.startswith("8.7 accuracy points, not percent")
+    ratio = claims["with 54x fewer trainable parameters"]
+    assert "= 54.3x" in ratio.paper and "= 54.6x" in ratio.kit
+    assert "186,705,469" in claims["188M trainable parameters in the Q-Former"].kit
+    table = claims_table(list(claims.values()))
+    assert table.count("\n") == len(claims) + 1
+
+
+def test_performance_analysis_of_a_lavis_model_needs_no_processors():
+    """The guide calls `analyze_model_performance(model, device)` on its LAVIS model, without processors."""
+    from blip2_test_cases import analyze_model_performance
+    from helpers.backends.lavis_sources import load_from_folder
+    from helpers.offline import CAPTION, RETRIEVAL, checkpoint_path
+
+    model, _, _ = load_from_folder(
+        "blip2_opt",
+        "pretrain_opt2.7b",
+        checkpoint_path(CAPTION),
+        torch.device("cpu"),
+        bert_tokenizer_folder=checkpoint_path(RETRIEVAL),
+    )
+    report = analyze_model_performance(model.eval(), "cpu", batch_size=2, repeats=1)
+    assert report["latency_s"] > 0 and report["parameters_gb"] > 0

@@ -12,12 +12,12 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from helpers.install import COLAB_NOTEBOOKS_URL
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHECKED_MARK = "NBVAL_CHECK_OUTPUT"
-COLAB_PREFIX = (
-    "https://colab.research.google.com/github/blip2-kit/blip2-reproduction-kit/blob/main/notebooks/"
-)
+COLAB_PREFIX = COLAB_NOTEBOOKS_URL
 
 
 def _load(path: Path) -> dict:
@@ -85,7 +85,7 @@ def test_python_is_formatted():
 
 
 CONDA_NAMES = {"torch": "pytorch"}
-CONDA_ONLY = {"python", "pip", "jupyterlab"}
+CONDA_ONLY = {"python", "pip"}
 
 
 def test_environment_yml_agrees_with_pyproject():

@@ -203,3 +203,25 @@ def test_answers_are_escaped_as_html():
     demo = VQADemo(Shouting())
     demo.on_ask()
     assert "<script>" not in demo.answer.value and "&lt;script&gt;" in demo.answer.value
+
+
+def test_the_demo_asks_about_the_pictures_it_is_given():
+    model = FakeModel()
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    demo = VQADemo(model, pictures={"scene 1": red, "scene 2": blue}, question="what color is it?")
+    assert list(demo.sample.options) == ["scene 1", "scene 2"] and demo.question.value == "what color is it?"
+    demo.sample.value = "scene 2"
+    assert demo.current_image() is blue
+    with pytest.raises(ValueError, match="not one of the pictures"):
+        VQADemo(model, sample="cat", pictures={"scene 1": red})
+
+
+def test_a_headless_copy_saves_a_readable_line_not_the_widget_tree():
+    text = repr(vqa_demo(FakeModel()))
+    assert text.startswith("[VQA demo") and "children" not in text and "PNG" not in text
+
+
+def test_labels_are_as_wide_as_their_text():
+    demo = VQADemo(FakeModel())
+    assert demo.temperature.style.description_width == "initial"
+    assert demo.clear.layout.width == "max-content"

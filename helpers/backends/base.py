@@ -6,18 +6,29 @@ ITM head); the user-facing tasks, prompt building, input checking and the rankin
 
 from __future__ import annotations
 
+import gc
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from PIL import Image
 
+from helpers import offline
+from helpers.checkpoints import caption_prompt as checkpoint_caption_prompt
 from helpers.generation import GenerationSettings
 from helpers.images import ImageSource, load_images
 from helpers.precision import Precision
-from helpers.prompts import VQA_TEMPLATE, Turn, vqa_prompt
+from helpers.prompts import VQA_TEMPLATE, Turn, lavis_caption, lavis_question, vqa_prompt
+from helpers.user_input import (
+    check_context,
+    check_per_image,
+    check_prompt_lengths,
+    check_settings,
+    check_top_k,
+)
 
 FEATURE_MODES = ("image", "text", "multimodal")
 TRAINING_TASKS = ("caption", "vqa", "retrieval")
@@ -80,24 +91,72 @@ class Blip2Backend(ABC):
     vqa_template: str = VQA_TEMPLATE
     """The zero-shot VQA prompt; a Flan-T5 model uses T5_VQA_TEMPLATE instead."""
 
+    verbose: bool = True
+    """Print a line when a model loads; `load_blip2(verbose=False)` turns it off."""
+    _ROLES: ClassVar[dict[str, str]] = {"model": "generation", "retrieval": "retrieval"}
+    """The attribute that holds each model, loaded on first use, and its role."""
+
     def __init__(self, caption_model: str, retrieval_model: str, precision: Precision) -> None:
         self.caption_model = caption_model
         self.retrieval_model = retrieval_model
         self.precision = precision
+        self._closed = False
+
+    def loaded_models(self) -> list[str]:
+        """The models in memory now: "generation" (image encoder, Q-Former and LLM), "retrieval" (stage 1).
+
+        Each loads on first use, so captioning never loads the retrieval model and retrieval never loads the LLM:
+        on a T4 the two full models would not fit together.
+        """
+        return [role for name, role in self._ROLES.items() if name in self.__dict__]
+
+    def close(self) -> None:
+        """Free both models' memory, e.g. before loading another BLIP-2 on a T4; the object is unusable after."""
+        for name in self._ROLES:
+            self.__dict__.pop(name, None)
+        self._closed = True
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _announce_load(self, role: str, location: str) -> None:
+        """Called by the lazy loaders: refuse after `close()`, and say what loads (a download can take minutes)."""
+        if self._closed:
+            raise RuntimeError(
+                f"this {type(self).__name__} was closed to free memory; load the model again with load_blip2(...)"
+            )
+        if self.verbose:
+            print(f"       | loading the {role} model (first use): {offline.shown_path(location)}")
 
     def __repr__(self) -> str:
+        """One field a line, the kit's own folders shown short (`offline.shown_path`), so lines stay readable."""
         return (
-            f"{type(self).__name__}(caption_model={self.caption_model!r}, "
-            f"retrieval_model={self.retrieval_model!r}, precision='{self.precision}')"
+            f"{type(self).__name__}(\n    caption_model={offline.shown_path(self.caption_model)!r},\n"
+            f"    retrieval_model={offline.shown_path(self.retrieval_model)!r},\n    precision='{self.precision}',\n"
+            f"    loaded={self.loaded_models()},\n)"
         )
 
     # ---- generation -------------------------------------------------------------------------------
+    @property
+    def caption_prompt(self) -> str:
+        """What `caption` puts before the caption: "a photo of" for the COCO-fine-tuned captioners, which
+        were trained and evaluated with it (paper Sec. 4.2, LAVIS's `caption_coco_*`), else nothing."""
+        return checkpoint_caption_prompt(self.caption_model)
+
     def caption(
-        self, images: ImageSource | Sequence[ImageSource], settings: GenerationSettings | None = None
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        settings: GenerationSettings | None = None,
+        prompt: str | None = None,
     ) -> list[str]:
-        """Caption each image; with `num_captions=n`, n captions per image, grouped image by image."""
+        """Caption each image; with `num_captions=n`, n captions per image, grouped image by image.
+
+        `prompt` (default: `caption_prompt`) starts the text; the captions returned continue it, without it.
+        """
+        settings = check_settings(settings)
         loaded = load_images(images)
-        return self.generate(loaded, [""] * len(loaded), settings or GenerationSettings())
+        start = self.caption_prompt if prompt is None else prompt
+        return self._checked_generate(loaded, [start] * len(loaded), settings, "caption prompt")
 
     def ask(
         self,
@@ -106,11 +165,16 @@ class Blip2Backend(ABC):
         context: Sequence[Turn] | None = None,
         settings: GenerationSettings | None = None,
     ) -> list[str]:
-        """Answer one question per image (or one question for all) with the paper's zero-shot VQA prompt."""
+        """Answer one question per image (or one question for all) with the paper's zero-shot VQA prompt.
+
+        Each question is first cleaned as LAVIS's `blip_question` does (lower case, . ! " ( ) * # : ; ~
+        removed); earlier turns of `context` go in as given.
+        """
+        settings, turns = check_settings(settings), check_context(context)
         loaded = load_images(images)
-        asked = _per_image(questions, len(loaded), "questions")
-        prompts = [vqa_prompt(question, context or (), self.vqa_template) for question in asked]
-        return self.generate(loaded, prompts, settings or GenerationSettings())
+        asked = check_per_image(questions, len(loaded), "questions")
+        prompts = [vqa_prompt(lavis_question(question), turns, self.vqa_template) for question in asked]
+        return self._checked_generate(loaded, prompts, settings, "questions")
 
     def instruct(
         self,
@@ -119,9 +183,22 @@ class Blip2Backend(ABC):
         settings: GenerationSettings | None = None,
     ) -> list[str]:
         """Follow a free-form instruction, given to the language model verbatim after the visual prompt."""
+        settings = check_settings(settings)
         loaded = load_images(images)
-        instructions = _per_image(instruction, len(loaded), "instruction")
-        return self.generate(loaded, instructions, settings or GenerationSettings())
+        instructions = check_per_image(instruction, len(loaded), "instruction")
+        return self._checked_generate(loaded, instructions, settings, "instruction")
+
+    def _checked_generate(
+        self, images: list[Image.Image], prompts: list[str], settings: GenerationSettings, name: str
+    ) -> list[str]:
+        """`generate`, after checking each prompt plus the answer fits the language model's positions."""
+        lengths, image_tokens, limit = self._prompt_positions(prompts)
+        check_prompt_lengths(lengths, name, image_tokens, settings.max_new_tokens, limit)
+        return self.generate(images, prompts, settings)
+
+    def _prompt_positions(self, prompts: list[str]) -> tuple[list[int], int, int | None]:
+        """(tokens of each prompt, image tokens, the LM's positions); limit None: it has no fixed limit."""
+        return [], 0, None
 
     @abstractmethod
     def generate(
@@ -143,6 +220,10 @@ class Blip2Backend(ABC):
     @abstractmethod
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """The Q-Former tokenizer's `input_ids` and `attention_mask`, truncated as in the paper's runs."""
+
+    def _texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Retrieval texts cleaned as LAVIS's `blip_caption` cleans them, then tokenized."""
+        return self._tokens([lavis_caption(text) for text in texts])
 
     @abstractmethod
     def _query_outputs(self, vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,18 +250,18 @@ class Blip2Backend(ABC):
     @torch.inference_mode()
     def text_features(self, texts: list[str]) -> Features:
         """Q-Former text-side outputs (text_embeds, text_embeds_proj)."""
-        hidden, projected = self._text_outputs(self._tokens(texts))
+        hidden, projected = self._text_outputs(self._texts(texts))
         return Features(text_embeds=hidden, text_embeds_proj=projected)
 
     @torch.inference_mode()
     def multimodal_features(self, images: list[Image.Image], texts: list[str]) -> Features:
         """Queries that attended to both the image and its paired text (multimodal_embeds)."""
-        return Features(multimodal_embeds=self._fuse(self._vision(images), self._tokens(texts)))
+        return Features(multimodal_embeds=self._fuse(self._vision(images), self._texts(texts)))
 
     @torch.inference_mode()
     def itm_probabilities(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
         """P(match) from the ITM head for each (images[i], texts[i]) pair, shape (len(texts),)."""
-        logits = self._itm_logits(self._fuse(self._vision(images), self._tokens(texts)))
+        logits = self._itm_logits(self._fuse(self._vision(images), self._texts(texts)))
         return logits.softmax(dim=-1)[:, 1].float()
 
     @abstractmethod
@@ -209,7 +290,7 @@ class Blip2Backend(ABC):
         if mode == "text":
             return self.text_features(_as_texts(texts))
         loaded = load_images(images)
-        return self.multimodal_features(loaded, _per_image(texts, len(loaded), "texts"))
+        return self.multimodal_features(loaded, check_per_image(texts, len(loaded), "texts"))
 
     def match(self, images: ImageSource | Sequence[ImageSource], texts: str | Sequence[str]) -> MatchScores:
         """ITC cosine similarity and ITM match probability for every image against every text."""
@@ -233,11 +314,12 @@ class Blip2Backend(ABC):
 
         Returns the re-ranked texts first (best ITM first), then the rest in ITC order with `itm=None`.
         """
+        top_k = check_top_k(top_k)
         loaded = load_images([image])
         candidates = _as_texts(texts)
         itc = self._itc(self.image_features(loaded), self.text_features(candidates))[0]
         order = torch.argsort(itc, descending=True).tolist()
-        k = len(candidates) if top_k is None else max(0, min(top_k, len(candidates)))
+        k = len(candidates) if top_k is None else min(top_k, len(candidates))
         head, tail = order[:k], order[k:]
         itm = self.itm_probabilities(loaded * k, [candidates[i] for i in head]).tolist() if k else []
         reranked = sorted(zip(head, itm, strict=True), key=lambda pair: pair[1], reverse=True)
@@ -281,7 +363,7 @@ class Blip2Backend(ABC):
                 f"retrieval_loss needs as many texts as images and at least 2 pairs (in-batch negatives); "
                 f"got {len(images)} images and {len(texts)} texts"
             )
-        vision, tokens = self._vision(images), self._tokens(texts)
+        vision, tokens = self._vision(images), self._texts(texts)  # LAVIS trains on blip_caption's texts too
         _, image_proj = self._query_outputs(vision)
         _, text_proj = self._text_outputs(tokens)
         # HF retrieval checkpoints drop LAVIS's learned temperature, so ITC uses BLIP-2's initial value.
@@ -333,14 +415,4 @@ def _as_texts(texts: str | Sequence[str] | None) -> list[str]:
     bad = [i for i, text in enumerate(listed) if not isinstance(text, str) or not text.strip()]
     if bad:
         raise ValueError(f"texts{bad} are empty or not strings; every text must be a non-empty string")
-    return listed
-
-
-def _per_image(values: str | Sequence[str], count: int, name: str) -> list[str]:
-    """One string per image: a single string is shared by all images."""
-    listed = [values] * count if isinstance(values, str) else list(values)
-    if len(listed) != count:
-        raise ValueError(
-            f"{name} has {len(listed)} entries for {count} images; give one per image or a single string"
-        )
     return listed

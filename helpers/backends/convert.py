@@ -16,6 +16,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from helpers.backends.key_accounting import KeyReport, check_keys
+
 Tensors = dict[str, torch.Tensor]
 
 _SHARED_PREFIXES = [  # (LAVIS, HF) name prefixes of the parts every BLIP-2 has
@@ -129,36 +131,85 @@ def read_hf_weights(folder: str | Path) -> Tensors:
     return load_file(single)
 
 
-def load_hf_weights_into_lavis(model: nn.Module, folder: str | Path) -> None:
-    """Load an HF checkpoint into a LAVIS BLIP-2; fails on any key the two do not share.
+def _has_counterpart(hf_key: str, language_model: str) -> bool:
+    """Whether an HF key has a LAVIS name (a ViT `qkv.bias` becomes `q_bias` and `v_bias`)."""
+    if hf_key.startswith(_VIT_BLOCK[HF]) and hf_key.endswith("self_attn.qkv.bias"):
+        hf_key = hf_key[: -len("bias")] + "weight"
+    try:
+        rename(hf_key, HF, language_model)
+    except KeyError:
+        return False
+    return True
+
+
+def _language_model(model: nn.Module) -> tuple[str, nn.Module | None]:
+    for name in ("opt_model", "t5_model"):
+        if hasattr(model, name):
+            return name, getattr(model, name)
+    return "", None
+
+
+def _filled_by_tying(language: nn.Module | None, prefix: str, present: set[str]) -> set[str]:
+    """Tied keys that tying fills: every member of a tied group (e.g. T5's `shared`, `encoder.embed_tokens`,
+    `decoder.embed_tokens`, `lm_head`) once the checkpoint holds one of them, as `from_pretrained` ties."""
+    groups: dict[str, set[str]] = {}
+    for target, source in getattr(language, "all_tied_weights_keys", {}).items():
+        groups.setdefault(f"{prefix}.{source}", {f"{prefix}.{source}"}).add(f"{prefix}.{target}")
+    return {key for group in groups.values() if group & present for key in group}
+
+
+def load_hf_weights_into_lavis(model: nn.Module, folder: str | Path) -> KeyReport:
+    """Load an HF checkpoint into a LAVIS BLIP-2; fails on any key outside LAVIS_ONLY the two do not share.
 
     Parts built on the meta device (the ViT and the language model, see `lavis_sources`) take the
-    checkpoint's tensors as they are, in its dtype; the others are copied into, keeping their dtype.
+    checkpoint's tensors as they are, in its dtype; the others are copied into, keeping their dtype. Tied
+    embeddings are tied the way `from_pretrained` ties them: only where the checkpoint holds one of the pair,
+    so an untied Flan-T5 head keeps its own weights.
     """
-    language_model = "t5" if hasattr(model, "t5_model") else "opt"
-    weights = hf_to_lavis(read_hf_weights(folder), language_model)
+    language_name, language = _language_model(model)
+    family = "t5" if language_name == "t5_model" else "opt"
+    hf_weights = read_hf_weights(folder)
+    foreign = {key for key in hf_weights if not _has_counterpart(key, family)}
+    weights = hf_to_lavis({k: v for k, v in hf_weights.items() if k not in foreign}, family)
     expected = model.state_dict(keep_vars=True)
-    unexpected = sorted(set(weights) - set(expected))
-    loaded = {id(expected[key]) for key in weights if key in expected}
-    missing = sorted(
-        key
-        for key in set(expected) - set(weights)
-        # tied weights share a loaded tensor; meta ones are tied below and checked after
-        if not LAVIS_ONLY.match(key) and id(expected[key]) not in loaded and not expected[key].is_meta
+    missing = set(expected) - set(weights) - _filled_by_tying(language, language_name, set(weights))
+    report = check_keys(
+        str(folder),
+        f"LAVIS's {type(model).__name__}",
+        missing,
+        (set(weights) - set(expected)) | foreign,
+        expected_missing=LAVIS_ONLY,
     )
-    if unexpected or missing:
-        raise ValueError(
-            f"{folder} does not fit LAVIS's {type(model).__name__}: "
-            f"unexpected keys {unexpected[:5]}, missing keys {missing[:5]}"
-        )
     on_meta = {key for key in weights if expected[key].is_meta}
     model.load_state_dict({k: v for k, v in weights.items() if k not in on_meta}, strict=False)
     model.load_state_dict({k: weights[k] for k in on_meta}, strict=False, assign=True)
-    language = getattr(model, "opt_model", None) or getattr(model, "t5_model", None)
     if language is not None:
-        language.tie_weights()  # assigning replaced the embedding that the output layer shares
+        prefix = len(language_name) + 1
+        absent = {
+            key[prefix:] for key in expected if key.startswith(f"{language_name}.") and key not in weights
+        }
+        language.tie_weights(missing_keys=absent, recompute_mapping=False)
     left = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if left:
         raise ValueError(
             f"{folder}: LAVIS's {type(model).__name__} has weights the checkpoint did not fill: {left[:5]}"
         )
+    return report
+
+
+def declare_untied_head(model: nn.Module, folder: str | Path) -> None:
+    """Write `tie_word_embeddings: false` into a saved BLIP-2's text config when its LM head is its own.
+
+    transformers 5 saves T5's flag as True whatever the weights; google/flan-t5-xl's config says False, and
+    transformers 4 reads True as "tie the head to the embeddings and rescale the decoder output", which would
+    turn a saved Flan-T5 BLIP-2 into another model. OPT's head is its embeddings, and keeps the flag.
+    """
+    language = getattr(model, "language_model", None)
+    if language is None or language.get_output_embeddings().weight is language.get_input_embeddings().weight:
+        return
+    config_file = Path(folder) / "config.json"
+    config = json.loads(config_file.read_text())
+    config["text_config"]["tie_word_embeddings"] = False
+    temporary = config_file.with_name(f".{config_file.name}.tmp")
+    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    temporary.replace(config_file)

@@ -1,8 +1,8 @@
 """The Hugging Face transformers backend.
 
 Generation uses `Blip2ForConditionalGeneration`; ITC, ITM and features use `Blip2ForImageTextRetrieval`,
-because the generation checkpoints drop the Q-Former's text side. The retrieval model loads on first use so
-a captioning notebook never pays for it.
+because the generation checkpoints drop the Q-Former's text side. Each model loads on first use, so a
+captioning notebook never pays for the retrieval model, nor a retrieval notebook for the LLM.
 """
 
 from __future__ import annotations
@@ -15,11 +15,18 @@ from typing import Any
 import torch
 from PIL import Image
 from torch.nn import functional as F
-from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
+from transformers import (
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2ForImageTextRetrieval,
+    Blip2Processor,
+)
 
 from helpers.anatomy import recorded_cross_attentions
 from helpers.backends import lm_batches
 from helpers.backends.base import Blip2Backend, TrainableParts, check_task
+from helpers.backends.convert import declare_untied_head
+from helpers.backends.key_accounting import accounted_from_pretrained
 from helpers.generation import GenerationSettings
 from helpers.precision import Precision
 from helpers.prompts import T5_VQA_TEMPLATE
@@ -50,14 +57,24 @@ class HFBackend(Blip2Backend):
         super().__init__(caption_model, retrieval_model, precision)
         self.load_in_8bit = load_in_8bit
         self.processor = Blip2Processor.from_pretrained(caption_model, **pil_processor_kwargs())
-        self.model = Blip2ForConditionalGeneration.from_pretrained(
-            caption_model, **self._load_kwargs()
-        ).eval()
-        if self.model.config.use_decoder_only_language_model:
+        if Blip2Config.from_pretrained(caption_model).use_decoder_only_language_model:
             # Decoder-only LMs continue the last token, so a batch of different prompts must be padded on the left.
             self.processor.tokenizer.padding_side = "left"
         else:
             self.vqa_template = T5_VQA_TEMPLATE
+
+    @cached_property
+    def model(self) -> Blip2ForConditionalGeneration:
+        """The generation model (ViT, Q-Former, LLM), loaded on first use: retrieval never needs the LLM.
+
+        Inference mode is off while loading, or its parameters would be inference tensors that training
+        cannot use.
+        """
+        self._announce_load("generation", self.caption_model)
+        with torch.inference_mode(False):
+            return accounted_from_pretrained(
+                Blip2ForConditionalGeneration, self.caption_model, **self._load_kwargs()
+            )
 
     def _load_kwargs(self) -> dict[str, Any]:
         if self.load_in_8bit:
@@ -83,6 +100,13 @@ class HFBackend(Blip2Backend):
             output_ids = output_ids[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.processor.batch_decode(output_ids, skip_special_tokens=True)]
 
+    def _prompt_positions(self, prompts: list[str]) -> tuple[list[int], int, int | None]:
+        config = self.model.config
+        if not config.use_decoder_only_language_model:  # T5's relative positions have no fixed limit
+            return [], 0, None
+        lengths = [len(ids) for ids in self.processor.tokenizer(prompts)["input_ids"]]
+        return lengths, config.num_query_tokens, config.text_config.max_position_embeddings
+
     # ---- retrieval and features ------------------------------------------------------------------
     @cached_property
     def retrieval(self) -> Blip2ForImageTextRetrieval:
@@ -91,10 +115,11 @@ class HFBackend(Blip2Backend):
         Loaded on first use, often from inside an inference-mode method: inference mode is switched off
         while loading, or its parameters would be inference tensors that training cannot use.
         """
+        self._announce_load("retrieval", self.retrieval_model)
         with torch.inference_mode(False):
-            return Blip2ForImageTextRetrieval.from_pretrained(
-                self.retrieval_model, **self._placement()
-            ).eval()
+            return accounted_from_pretrained(
+                Blip2ForImageTextRetrieval, self.retrieval_model, **self._placement()
+            )
 
     @cached_property
     def retrieval_processor(self) -> Blip2Processor:
@@ -219,6 +244,7 @@ class HFBackend(Blip2Backend):
             self.retrieval_processor.save_pretrained(folder)
         else:
             self.model.save_pretrained(folder)
+            declare_untied_head(self.model, folder)
             self.processor.save_pretrained(folder)
         return folder
 

@@ -7,8 +7,10 @@ miniature, a fine-tuned output) is converted on the fly, so both backends run th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from accelerate import init_empty_weights
@@ -19,10 +21,11 @@ from torch.nn import functional as F
 from helpers.anatomy import recorded_cross_attentions
 from helpers.backends import lavis_compat, lm_batches
 from helpers.backends.base import Blip2Backend, TrainableParts, check_task
-from helpers.backends.convert import lavis_to_hf
+from helpers.backends.convert import declare_untied_head, lavis_to_hf
 from helpers.backends.hf import MAX_TEXT_TOKENS
+from helpers.backends.key_accounting import check_keys
 from helpers.backends.lavis_generate import visual_prompt
-from helpers.backends.lavis_sources import load_from_folder, read_config
+from helpers.backends.lavis_sources import accounted_loading, load_from_folder, read_config
 from helpers.checkpoints import by_hf_id
 from helpers.generation import GenerationSettings
 from helpers.precision import Precision
@@ -56,9 +59,10 @@ def load_lavis(location: str, precision: Precision, bert_tokenizer_folder: str |
         lavis_compat.apply()
         from lavis.models import load_model_and_preprocess
 
-        model, vis_processors, txt_processors = load_model_and_preprocess(
-            name, model_type, is_eval=True, device=precision.device
-        )
+        with accounted_loading():  # LAVIS loads with strict=False; a key mismatch raises here instead
+            model, vis_processors, txt_processors = load_model_and_preprocess(
+                name, model_type, is_eval=True, device=precision.device
+            )
     return place(model, precision), vis_processors, txt_processors
 
 
@@ -82,6 +86,7 @@ class LavisBackend(Blip2Backend):
     """BLIP-2 through LAVIS 1.0.2's Blip2OPT / Blip2T5 and Blip2ITM, made to run by `lavis_compat`."""
 
     backend_name = "lavis"
+    _ROLES: ClassVar[dict[str, str]] = {"model": "generation", "_retrieval": "retrieval"}
 
     def __init__(
         self, caption_model: str, retrieval_model: str, precision: Precision, load_in_8bit: bool = False
@@ -92,19 +97,41 @@ class LavisBackend(Blip2Backend):
                 "whose language model fits in 16-bit"
             )
         super().__init__(caption_model, retrieval_model, precision)
-        self.model, vis_processors, _ = load_lavis(caption_model, precision, self._bert_tokenizer_folder)
-        self.vis_processor = vis_processors["eval"]
-        if hasattr(self.model, "t5_model"):
+        if lavis_name_for(caption_model)[0] == "blip2_t5":
             self.vqa_template = T5_VQA_TEMPLATE
+
+    @cached_property
+    def model(self) -> nn.Module:
+        """LAVIS's Blip2OPT / Blip2T5, loaded on first use (retrieval never needs the LLM), inference mode off."""
+        self._announce_load("generation", self.caption_model)
+        with torch.inference_mode(False):
+            model, vis_processors, _ = load_lavis(
+                self.caption_model, self.precision, self._bert_tokenizer_folder
+            )
+        self._generation_processor = vis_processors["eval"]
+        return model
+
+    @cached_property
+    def _retrieval(self) -> tuple[nn.Module, Callable[[Image.Image], torch.Tensor]]:
+        """LAVIS's Blip2ITM and its own image preprocessing, loaded on first use with inference mode off."""
+        self._announce_load("retrieval", self.retrieval_model)
+        with torch.inference_mode(False):
+            model, vis_processors, _ = load_lavis(self.retrieval_model, self.precision)
+        return model, vis_processors["eval"]
 
     @property
     def _bert_tokenizer_folder(self) -> str | None:
         """A generation folder has no BERT tokenizer; LAVIS builds one anyway, so lend the retrieval one."""
         return self.retrieval_model if Path(self.retrieval_model).is_dir() else None
 
-    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
-        """LAVIS's `blip_image_eval`: bicubic resize to the ViT's input size, CLIP mean and std."""
-        return torch.stack([self.vis_processor(image) for image in images]).to(self.precision.device)
+    def _pixels(self, images: list[Image.Image], retrieval: bool = False) -> torch.Tensor:
+        """LAVIS's `blip_image_eval` of the generation (or retrieval) model: bicubic resize, CLIP mean and std."""
+        if retrieval:
+            processor = self._retrieval[1]
+        else:
+            self.model  # noqa: B018 - loading the generation model sets its preprocessing
+            processor = self._generation_processor
+        return torch.stack([processor(image) for image in images]).to(self.precision.device)
 
     # ---- generation -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -115,15 +142,17 @@ class LavisBackend(Blip2Backend):
             {"image": self._pixels(images), "prompt": prompts}, **settings.to_lavis_kwargs()
         )
 
-    # ---- retrieval and features ------------------------------------------------------------------
-    @cached_property
-    def retrieval(self) -> nn.Module:
-        """LAVIS's Blip2ITM: the stage-1 Q-Former with its text side, projections and ITM head.
+    def _prompt_positions(self, prompts: list[str]) -> tuple[list[int], int, int | None]:
+        if not hasattr(self.model, "opt_model"):  # T5's relative positions have no fixed limit
+            return [], 0, None
+        lengths = [len(ids) for ids in self.model.opt_tokenizer(prompts)["input_ids"]]
+        return lengths, self.model.query_tokens.shape[1], self.model.opt_model.config.max_position_embeddings
 
-        Loaded on first use with inference mode off, so that training can use its parameters.
-        """
-        with torch.inference_mode(False):
-            return load_lavis(self.retrieval_model, self.precision)[0]
+    # ---- retrieval and features ------------------------------------------------------------------
+    @property
+    def retrieval(self) -> nn.Module:
+        """LAVIS's Blip2ITM: the stage-1 Q-Former with its text side, projections and ITM head."""
+        return self._retrieval[0]
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         tokens = self.retrieval.tokenizer(
@@ -134,7 +163,9 @@ class LavisBackend(Blip2Backend):
     def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """Frozen ViT features as LAVIS computes them (`ln_vision(visual_encoder(image))`), in fp32."""
         with self.retrieval.maybe_autocast():
-            embeds = self.retrieval.ln_vision(self.retrieval.visual_encoder(self._pixels(images)))
+            embeds = self.retrieval.ln_vision(
+                self.retrieval.visual_encoder(self._pixels(images, retrieval=True))
+            )
         return embeds.float()
 
     def _query_outputs(self, vision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,10 +270,16 @@ class LavisBackend(Blip2Backend):
             hf_model = model_class(model_class.config_class.from_pretrained(source))
         weights = lavis_to_hf(lavis_model.state_dict(), language)
         result = hf_model.load_state_dict(weights, strict=False, assign=True)
-        hf_model.tie_weights()
-        if result.unexpected_keys or set(result.missing_keys) - set(hf_model.all_tied_weights_keys):
-            raise ValueError(f"cannot convert to {model_class.__name__}: {result}")
+        check_keys(
+            f"the LAVIS backend's {type(lavis_model).__name__}",
+            model_class.__name__,
+            set(result.missing_keys) - set(hf_model.all_tied_weights_keys),
+            result.unexpected_keys,
+        )
+        # Tie as from_pretrained does, only where the model holds one of the pair: Flan-T5's head stays its own.
+        hf_model.tie_weights(missing_keys=set(result.missing_keys), recompute_mapping=False)
         folder = Path(output_dir)
         hf_model.save_pretrained(folder)
+        declare_untied_head(hf_model, folder)
         Blip2Processor.from_pretrained(source).save_pretrained(folder)
         return folder

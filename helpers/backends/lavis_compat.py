@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -171,7 +172,11 @@ def _import_lavis_without_global_side_effects() -> None:
     from PIL import ImageFile
 
     truncated_images = ImageFile.LOAD_TRUNCATED_IMAGES
-    import lavis  # noqa: F401
+    with warnings.catch_warnings():
+        # LAVIS 1.0.2 imports timm's old module paths (timm.models.hub, .registry, .layers, .helpers), which
+        # timm now warns about four times; only a new LAVIS release could change them, not the learner.
+        warnings.filterwarnings("ignore", r"Importing from timm\.", FutureWarning)
+        import lavis  # noqa: F401
 
     ImageFile.LOAD_TRUNCATED_IMAGES = truncated_images
 

@@ -3,8 +3,9 @@
 LAVIS 1.0.2's OPT generation passes `query_embeds` into its private copy of transformers 4.26's generation
 loop; that loop no longer exists. These versions keep LAVIS's signature and results but hand transformers'
 `generate` the visual prompt as `inputs_embeds` (queries projected into the LM, then the text prompt).
-They also take one prompt per image (1.0.2's OPT repeats a single prompt for the whole batch) and pad
-prompts on the left, which a decoder-only LM needs to continue every prompt from its last token.
+They also take one prompt per image (1.0.2's OPT repeats a single prompt for the whole batch), pad
+prompts on the left, which a decoder-only LM needs to continue every prompt from its last token, and count
+`min_length` in new tokens (see `GENERATE_DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "num_captions": 1,
     "temperature": 1.0,
 }
-"""LAVIS's BLIP-2 defaults; `max_length` and `min_length` count generated tokens only, as in LAVIS."""
+"""LAVIS's BLIP-2 defaults. Here both `max_length` and `min_length` count generated tokens only.
+
+LAVIS 1.0.2 does so for `max_length` (its `max_new_tokens`) but hands `min_length` to transformers as
+`min_length`, which also counts what is already in the sequence: OPT's prompt with its BOS token, Flan-T5's
+decoder start token. So LAVIS's caption `min_len=8` means 7 new tokens with no prompt and 4 after
+"a photo of"; `helpers.evaluation.protocols.lavis_min_new_tokens` converts a LAVIS value for these versions.
+"""
 
 
 def _prompts(samples: dict[str, Any], default: str, batch: int) -> list[str]:
@@ -90,14 +97,20 @@ def opt_generate(self: Any, samples: dict[str, Any], **options: Any) -> list[str
         _prompts(samples, self.prompt, image.shape[0]), return_tensors="pt", padding="longest"
     ).to(image.device)
     embeddings = self.opt_model.get_input_embeddings()(tokens.input_ids)
+    # Token ids beside the embeddings (pad ids where the queries sit), as transformers' Blip2 passes them, so
+    # that the repetition penalty sees the prompt as in LAVIS 1.0.2; generate then returns them first.
+    placeholders = torch.full(visual.shape[:-1], self.opt_tokenizer.pad_token_id, device=image.device)
+    input_ids = torch.cat([placeholders.to(tokens.input_ids.dtype), tokens.input_ids], dim=1)
     with self.maybe_autocast():
         output_ids = self.opt_model.generate(
+            input_ids=input_ids,
             **_after_visual_prompt(visual, embeddings, tokens.attention_mask),
             eos_token_id=self.eos_token_id,  # LAVIS stops OPT at a newline
             pad_token_id=self.opt_tokenizer.pad_token_id,
             **_hf_generate_kwargs(options),
         )
-    return [text.strip() for text in self.opt_tokenizer.batch_decode(output_ids, skip_special_tokens=True)]
+    new_ids = output_ids[:, input_ids.shape[1] :]
+    return [text.strip() for text in self.opt_tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 from transformers import AutoTokenizer, BertTokenizer, Blip2Config, OPTForCausalLM, T5ForConditionalGeneration
 
 from helpers.backends import convert, lavis_compat
+from helpers.backends.key_accounting import KeyReport, accounted_from_pretrained, check_keys
 
 EVA_LAYER_NORM_EPS = 1e-6
 """LAVIS's EVA ViT normalises with eps 1e-6; a checkpoint with another eps cannot be rebuilt exactly."""
@@ -196,3 +198,106 @@ def load_from_folder(
         model = model_class.from_config(settings.model).eval()
     vis_processors, txt_processors = load_preprocess(settings.preprocess)
     return model.to(device), vis_processors, txt_processors
+
+
+LAVIS_CONSTANT_BUFFERS = frozenset({"Qformer.bert.embeddings.position_ids"})
+"""A buffer LAVIS rebuilds identically in every model (0, 1, 2, ...): a checkpoint may lack it."""
+
+
+def _unused_vit_parts(depth: int) -> re.Pattern[str]:
+    """What EVA-CLIP's ViT-g holds and LAVIS's ViT does not build: its last block (BLIP-2 uses the
+    second-last layer's features) and the final norm and head (commented out in LAVIS's `VisionTransformer`)."""
+    return re.compile(rf"(blocks\.{depth}\..*|norm\..*|fc_norm\..*|head\..*)")
+
+
+@contextlib.contextmanager
+def accounted_loading() -> Iterator[list[KeyReport]]:
+    """While active, every file `load_model_and_preprocess` reads is key-checked, as LAVIS itself never does.
+
+    LAVIS loads with `strict=False` and drops the result. Here each load's missing and unexpected keys meet
+    their documented expected sets, and anything else raises CheckpointKeyError naming keys and file:
+    - `eva_vit_g.pth` into the EVA ViT: nothing missing; unexpected only the parts `_unused_vit_parts` names.
+    - the BLIP-2 `.pth` (`load_checkpoint` / `load_from_pretrained`): LAVIS saves what a model type trains, so
+      missing only the frozen parameters, which come from their own files (a frozen ViT from eva_vit_g.pth,
+      the LLM from its hub weights), and LAVIS_CONSTANT_BUFFERS; nothing unexpected.
+    - the LLM (`OPTForCausalLM` / `T5ForConditionalGeneration.from_pretrained`): nothing (see
+      `accounted_from_pretrained`).
+    bert-base-uncased only initialises the Q-Former, whose every weight the BLIP-2 `.pth` then replaces (its
+    accounting proves it), so that load is not checked.
+    """
+    lavis_compat.apply()
+    from lavis.models import base_model, eva_vit
+    from lavis.models.blip2_models import blip2, blip2_opt, blip2_t5
+
+    reports: list[KeyReport] = []
+    vit_class = eva_vit.VisionTransformer
+    load_vit, load_checkpoint = vit_class.load_state_dict, base_model.BaseModel.load_checkpoint
+    load_from_pretrained = blip2.Blip2Base.load_from_pretrained
+
+    def vit_load_state_dict(
+        self: nn.Module, state_dict: Any, strict: bool = True, assign: bool = False
+    ) -> Any:
+        result = load_vit(self, state_dict, strict=False, assign=assign)
+        reports.append(
+            check_keys(
+                "eva_vit_g.pth",
+                "LAVIS's EVA ViT",
+                result.missing_keys,
+                result.unexpected_keys,
+                expected_unexpected=_unused_vit_parts(len(self.blocks)),
+            )
+        )
+        return result
+
+    def accounted(load: Any) -> Any:
+        def load_blip2_checkpoint(self: nn.Module, url_or_filename: str) -> Any:
+            parameters = self.named_parameters(remove_duplicate=False)  # tied names too (T5's embed_tokens)
+            frozen = {name for name, parameter in parameters if not parameter.requires_grad}
+            result = load(self, url_or_filename)
+            reports.append(
+                check_keys(
+                    url_or_filename,
+                    f"LAVIS's {type(self).__name__}",
+                    result.missing_keys,
+                    result.unexpected_keys,
+                    expected_missing=frozen | LAVIS_CONSTANT_BUFFERS,
+                )
+            )
+            return result
+
+        return load_blip2_checkpoint
+
+    class Accounted:
+        """`owner.from_pretrained(...)` through `accounted_from_pretrained`."""
+
+        def __init__(self, owner: Any) -> None:
+            self._owner = owner
+
+        def from_pretrained(self, location: str, *args: Any, **kwargs: Any) -> Any:
+            wanted = kwargs.pop("output_loading_info", False)
+            model, info = accounted_from_pretrained(
+                self._owner, location, *args, output_loading_info=True, **kwargs
+            )
+            reports.append(
+                KeyReport(str(location), tuple(info["missing_keys"]), tuple(info["unexpected_keys"]))
+            )
+            return (model, info) if wanted else model
+
+    replacements = [
+        (vit_class, "load_state_dict", vit_load_state_dict),
+        (base_model.BaseModel, "load_checkpoint", accounted(load_checkpoint)),
+        (blip2.Blip2Base, "load_from_pretrained", accounted(load_from_pretrained)),
+        (blip2_opt, "OPTForCausalLM", Accounted(blip2_opt.OPTForCausalLM)),
+        (blip2_t5, "T5ForConditionalGeneration", Accounted(blip2_t5.T5ForConditionalGeneration)),
+    ]
+    saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in replacements]
+    try:
+        for owner, name, value in replacements:
+            setattr(owner, name, value)
+        yield reports
+    finally:
+        for owner, name, value in reversed(saved):
+            if value is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)

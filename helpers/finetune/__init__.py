@@ -1,6 +1,6 @@
 """Fine-tuning BLIP-2 from TSV manifests: validation of the data, the training loop, checkpoints and resume."""
 
-from helpers.finetune.loop import TrainingConfig, TrainingResult, train
+from helpers.finetune.loop import CheckedRun, TrainingConfig, TrainingResult, check_run, train
 from helpers.finetune.manifests import (
     COLUMNS,
     Manifest,
@@ -13,6 +13,7 @@ from helpers.finetune.trainable import LoraSettings
 
 __all__ = [
     "COLUMNS",
+    "CheckedRun",
     "LoraSettings",
     "Manifest",
     "ManifestError",
@@ -20,6 +21,7 @@ __all__ = [
     "TrainingConfig",
     "TrainingResult",
     "check_manifest",
+    "check_run",
     "read_manifest",
     "train",
 ]

@@ -23,6 +23,8 @@ CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
 _WEIGHTS = "trainable.safetensors"
 _PROGRESS = "progress.json"
+LOG_FILE = "log.jsonl"
+"""The training log: it belongs with the checkpoints, which record how many of its lines they had seen."""
 
 
 @dataclass(frozen=True)
@@ -80,18 +82,7 @@ def load_checkpoint(
     settings: dict[str, Any],
 ) -> Progress:
     """Restore weights, optimizer, scheduler, scaler and RNG; refuse a checkpoint made with other settings."""
-    record = json.loads((folder / _PROGRESS).read_text())
-    changed = {
-        key: (record["settings"].get(key), value)
-        for key, value in settings.items()
-        if record["settings"].get(key) != value
-    }
-    if changed:
-        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-        raise ValueError(
-            f"{folder} was written with other settings ({listed}); resume with the same settings, "
-            "or train into a new output directory"
-        )
+    record = check_resumable(folder, settings)
     weights = load_file(folder / _WEIGHTS)
     if set(weights) != set(parameters):
         raise ValueError(
@@ -102,3 +93,26 @@ def load_checkpoint(
             parameter.copy_(weights[name])
     accelerator.load_state(str(folder))
     return Progress(**{key: record[key] for key in ("step", "epoch", "batches_done", "log_records")})
+
+
+def check_resumable(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's progress record, if it was written with `settings`; otherwise a ValueError listing each
+    difference. Cheap (one small JSON file), so a run checks it before loading any model."""
+    record = json.loads((folder / _PROGRESS).read_text())
+    saved = record["settings"]
+    changed = {key: (saved.get(key), value) for key, value in settings.items() if saved.get(key) != value}
+    if changed:
+        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        raise ValueError(
+            f"{folder} was written with other settings ({listed}); resume with the same settings, "
+            "train into a new output directory, or start over with --no-resume (resume=False)"
+        )
+    return record
+
+
+def clear_checkpoints(output_dir: Path) -> list[Path]:
+    """Delete a previous run's checkpoints and log, so a fresh run can never resume from them later."""
+    removed = [path for path in (output_dir / CHECKPOINTS, output_dir / LOG_FILE) if path.exists()]
+    shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+    (output_dir / LOG_FILE).unlink(missing_ok=True)
+    return removed

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,15 +28,25 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from helpers.backends.base import Blip2Backend, check_task
-from helpers.finetune.checkpoints import Progress, latest_checkpoint, load_checkpoint, save_checkpoint
+from helpers.environment import live_progress
+from helpers.finetune.checkpoints import (
+    LOG_FILE,
+    Progress,
+    check_resumable,
+    clear_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from helpers.finetune.data import EpochShuffle, TaskDataset, make_loader
+from helpers.finetune.image_size import set_image_size
 from helpers.finetune.manifests import Manifest, read_manifest
 from helpers.finetune.trainable import LoraSettings, Trainable, prepare_trainable
 from helpers.finetune.validation import validate
 from helpers.generation import GenerationSettings
+from helpers.user_input import check_finite, check_integer, check_output_dir
 from helpers.viz import training_curves
 
-LOG_FILE = "log.jsonl"
 FIGURE_FILE = "training.png"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
@@ -60,6 +71,8 @@ class TrainingConfig:
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
     train_vision: bool = False
+    caption_prompt: str = ""  # the paper's COCO fine-tuning used "a photo of" (prompts.COCO_CAPTION_PROMPT)
+    image_size: int | None = None  # None keeps the checkpoint's; the paper fine-tuned at 364 (hf backend)
     lora: LoraSettings | None = None
     checkpoint_every: int | None = 500
     keep_checkpoints: int = 2
@@ -70,6 +83,11 @@ class TrainingConfig:
     def check(self) -> None:
         """Refuse impossible settings before anything is loaded or written."""
         check_task(self.task)
+        whole = ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "warmup_steps")
+        for name in (*whole, "seed"):
+            check_integer(getattr(self, name), name)
+        for name in ("learning_rate", "weight_decay"):
+            check_finite(getattr(self, name), name)
         positive = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -82,6 +100,10 @@ class TrainingConfig:
         bad += [f"{name}={value}" for name, value in self._non_negative().items() if value < 0]
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             bad.append(f"checkpoint_every={self.checkpoint_every}")
+        if self.image_size is not None:
+            check_integer(self.image_size, "image_size")
+            if self.image_size < 1:
+                bad.append(f"image_size={self.image_size}")
         if bad:
             raise ValueError(f"invalid training settings: {', '.join(bad)}; use positive counts and rates")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -100,10 +122,14 @@ class TrainingConfig:
         }
 
     def resumable_settings(self) -> dict[str, Any]:
-        """The settings a checkpoint must share with the run that resumes it (epochs may grow)."""
+        """The settings a checkpoint must share with the run that resumes it: every one that changes the
+        result. Epochs do too (they set the learning-rate schedule); manifest paths are compared resolved."""
         settings = asdict(self)
-        for key in ("output_dir", "epochs", "checkpoint_every", "keep_checkpoints", "resume", "num_workers"):
+        for key in ("output_dir", "checkpoint_every", "keep_checkpoints", "resume", "num_workers"):
             settings.pop(key)
+        for key in ("train_manifest", "val_manifest"):
+            if settings[key] is not None:
+                settings[key] = str(Path(settings[key]).expanduser().resolve())
         return json.loads(json.dumps(settings, default=str))
 
 
@@ -135,15 +161,19 @@ def train(
     model: Blip2Backend,
     config: TrainingConfig,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    checked: CheckedRun | None = None,
 ) -> TrainingResult:
     """Fine-tune `model` in place and write it to `config.output_dir`, loadable by `load_blip2(model_id=...)`.
 
-    Both manifests are validated first, so a bad line stops the run before any work. With `resume` (the
-    default) a run continues from the newest checkpoint in `output_dir`. `on_step` sees each step's record.
+    Both manifests are validated first, so a bad line stops the run before any work; `checked` is what
+    `check_run` returned if the caller already ran it (the CLI does, before loading the model). With
+    `resume` (the default) a run continues from the newest checkpoint in `output_dir`; without it, that
+    folder's old checkpoints and log are deleted first, so no later run can resume from them. `on_step` sees
+    each step's record.
     """
-    config.check()
-    manifest = read_manifest(config.train_manifest, config.task)
-    val_manifest = read_manifest(config.val_manifest, config.task) if config.val_manifest else None
+    checked = checked or check_run(config)
+    manifest, val_manifest = checked.manifest, checked.val_manifest
     output_dir = Path(config.output_dir)
     device = model.precision.device
     accelerator = Accelerator(
@@ -155,6 +185,8 @@ def train(
             "load it with device=accelerate.PartialState().device (the CLI does)"
         )
     set_seed(config.seed)
+    if config.image_size is not None:  # before anything reads the vision weights, a resumed state included
+        set_image_size(model, config.task, config.image_size)
     trainable = prepare_trainable(
         model,
         config.task,
@@ -162,10 +194,17 @@ def train(
         lora=config.lora,
         gradient_checkpointing=config.gradient_checkpointing,
     )
-    loader = make_loader(
-        TaskDataset(manifest, model.vqa_template), config.batch_size, config.num_workers, config.seed
-    )
-    sampler = loader.sampler  # accelerate wraps the loader; the epoch still goes to our sampler
+    # ITC/ITM need 2 examples; accelerate fills every process's batches when there are several processes.
+    smallest = 2 if config.task == "retrieval" and accelerator.num_processes == 1 else 1
+    dataset = TaskDataset(manifest, model.vqa_template, config.caption_prompt)
+    loader = make_loader(dataset, config.batch_size, config.num_workers, config.seed, smallest)
+    if loader.batch_sampler.merges_last and accelerator.is_main_process:
+        print(
+            f"retrieval: {len(dataset)} examples in batches of {config.batch_size} would leave a last batch of "
+            f"one, which has no in-batch negative; it is merged into the batch before it",
+            file=sys.stderr,
+        )
+    sampler = loader.batch_sampler.sampler  # accelerate wraps the loader; the epoch still goes to our sampler
     optimizer = accelerator.prepare(_adamw(trainable, config))
     loader = accelerator.prepare(loader)
     updates_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
@@ -175,10 +214,15 @@ def train(
     accelerator.register_for_checkpointing(scheduler)
     log = _Log(output_dir / LOG_FILE, accelerator.is_main_process)
     progress = Progress(step=0, epoch=0, batches_done=0, log_records=0)
+    if not config.resume and accelerator.is_main_process:
+        for removed in clear_checkpoints(output_dir):
+            print(f"--no-resume: deleted {removed} of the previous run", file=sys.stderr)
+    accelerator.wait_for_everyone()
     checkpoint = latest_checkpoint(output_dir) if config.resume else None
     if checkpoint is not None:
         progress = load_checkpoint(accelerator, checkpoint, trainable.parameters, config.resumable_settings())
-        accelerator.print(f"resumed from {checkpoint} (step {progress.step})")
+        if accelerator.is_main_process:  # stderr: stdout carries only results (the CLI's --json)
+            print(f"resumed from {checkpoint} (step {progress.step})", file=sys.stderr)
     log.truncate(progress.log_records)
     run = _Run(model, config, accelerator, trainable, optimizer, scheduler, log, on_step)
     run.fit(loader, sampler, progress, updates_per_epoch, val_manifest)
@@ -189,6 +233,33 @@ def train(
         _save_figure(log.records, output_dir / FIGURE_FILE)
     accelerator.wait_for_everyone()
     return TrainingResult(output_dir, log.records, run.step)
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """What `check_run` validated: the manifests' examples, ready for `train`."""
+
+    manifest: Manifest
+    val_manifest: Manifest | None
+
+
+def check_run(config: TrainingConfig) -> CheckedRun:
+    """Everything about a run that can be checked before a model loads: settings, the output folder (a
+    folder we can write), both manifests (every line, every image as training will load it) and, when
+    resuming, that the newest checkpoint was made with the same settings."""
+    config.check()
+    output_dir = check_output_dir(config.output_dir)
+    manifest = read_manifest(config.train_manifest, config.task)
+    val_manifest = read_manifest(config.val_manifest, config.task) if config.val_manifest else None
+    if config.task == "retrieval" and len(manifest) < 2:
+        raise ValueError(
+            f"{config.train_manifest}: retrieval training needs at least 2 examples (in-batch negatives); "
+            f"it has {len(manifest)}"
+        )
+    checkpoint = latest_checkpoint(output_dir) if config.resume else None
+    if checkpoint is not None:
+        check_resumable(checkpoint, config.resumable_settings())
+    return CheckedRun(manifest, val_manifest)
 
 
 def _same_device(first: torch.device, second: torch.device) -> bool:
@@ -253,7 +324,7 @@ class _Run:
             total=total,
             initial=self.step,
             desc=f"fine-tuning ({config.task})",
-            disable=not accelerator.is_main_process,
+            disable=not accelerator.is_main_process or not live_progress(),
         )
         for epoch in range(progress.epoch, config.epochs):
             skip = progress.batches_done if epoch == progress.epoch else 0
@@ -338,7 +409,8 @@ class _Run:
             metrics = validate(self.model, manifest, settings, self.config.batch_size)
             record = {"step": self.step, "epoch": epoch, "split": "val"} | metrics
             self.log.append(record)
-            self.accelerator.print(" | ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+            # stdout: a notebook shows stderr as an error; the CLI sends stdout to stderr while a command runs.
+            print(f"epoch {epoch + 1} validation: " + " | ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
             self.trainable.train_mode()
         self.accelerator.wait_for_everyone()
 

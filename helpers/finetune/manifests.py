@@ -21,9 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from helpers.backends.base import check_task
+from helpers.images import MAX_PIXELS, ImageLoadError, load_image
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "caption": ("image_path", "caption"),
@@ -86,7 +85,9 @@ def template(task: str) -> str:
 
 def check_manifest(path: str | Path, task: str) -> tuple[list[Example], list[Problem]]:
     """Every valid example and every problem of a manifest; reads all lines and opens every image once."""
-    manifest = Path(path)
+    manifest = Path(path).expanduser()
+    if manifest.is_dir():
+        raise FileNotFoundError(f"manifest {manifest} is a directory; pass the path of a TSV file inside it")
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} does not exist; pass the path of a TSV file")
     columns = COLUMNS[check_task(task)]
@@ -154,11 +155,12 @@ def _parse(
 
 
 def _image_problem(image: Path) -> str | None:
+    """Load the image exactly as training will (`load_image`, same max_pixels guard), so a line that passes
+    here cannot fail mid-epoch; an oversized image is refused from its header, before any decoding."""
     if not image.is_file():
         return f"image not found: {image} (relative paths are resolved against the manifest's folder)"
     try:
-        with Image.open(image) as opened:
-            opened.load()
-    except Exception as error:  # PIL raises many types for truncated or foreign files
-        return f"unreadable image {image}: {error}"
+        load_image(image, max_pixels=MAX_PIXELS)
+    except ImageLoadError as error:
+        return f"unreadable image: {error}"
     return None

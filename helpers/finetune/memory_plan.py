@@ -80,9 +80,18 @@ def plan_memory(
     batch_size: int = 16,
     text_tokens: int = 32,
     gradient_checkpointing: bool = False,
+    train_vision: bool = False,
+    image_size: int = 224,
 ) -> MemoryPlan:
-    """Memory of one caption/VQA fine-tuning step with the ViT and LLM frozen in fp16 (fp16 autocast)."""
+    """Memory of one caption/VQA fine-tuning step with the ViT and LLM frozen in fp16 (fp16 autocast).
+
+    `train_vision=True, image_size=364` is the paper's fine-tuning setting (LAVIS's caption_coco configs:
+    `freeze_vit: False`, 364 px): the ViT's weights, gradients and AdamW moments join the trainable side
+    in fp32, and its activations at (image_size / 14)² + 1 tokens are kept for the backward pass.
+    """
     frozen_vision, frozen_llm, trainable = _parameter_split(variant)
+    if train_vision:
+        frozen_vision, trainable = 0, trainable + frozen_vision
     config = variant_config(variant)
     text = config.text_config
     sequence = config.num_query_tokens + text_tokens + 1  # queries, BOS, text
@@ -98,16 +107,30 @@ def plan_memory(
         gradient_checkpointing,
     )
     logits = batch_size * sequence * text.vocab_size * (2 + 4)  # fp16 logits and the loss's fp32 copy
+    vision_config = config.vision_config
+    vision = 0
+    if train_vision:
+        image_tokens = (image_size // vision_config.patch_size) ** 2 + 1
+        vision = vision_config.num_hidden_layers * _layer_activations(
+            image_tokens,
+            batch_size,
+            vision_config.hidden_size,
+            vision_config.num_attention_heads,
+            gradient_checkpointing,
+        )
+    side = "Q-Former side and ViT" if train_vision else "Q-Former side"
     rows = (
         ("ViT, frozen, fp16 weights", 2 * frozen_vision),
         ("LLM, frozen, fp16 weights", 2 * frozen_llm),
-        ("Q-Former side, trainable, fp32 weights", 4 * trainable),
+        (f"{side}, trainable, fp32 weights", 4 * trainable),
         ("gradients of the trainable weights, fp32", 4 * trainable),
         ("AdamW moments (2 per trainable weight), fp32", 8 * trainable),
         ("LLM activations kept for backward", llm),
         ("Q-Former activations kept for backward", qformer),
+        (f"ViT activations kept for backward ({image_size} px)", vision),
         ("LM logits for the loss", logits),
     )
+    rows = tuple(row for row in rows if row[1] or not row[0].startswith("ViT"))  # no ViT row that is 0
     return MemoryPlan(variant, batch_size, sequence, gradient_checkpointing, rows)
 
 

@@ -54,10 +54,9 @@ class GuideModel:
         loaded = load_image(image)
         if self.is_kit:
             return loaded
-        if not self.vis_processors:
-            raise ValueError("a LAVIS model needs vis_processors to turn a raw image into its input tensor")
+        processor = self.vis_processors["eval"] if self.vis_processors else _lavis_eval_processor(self.model)
         device = self.device or next(self.model.parameters()).device
-        return self.vis_processors["eval"](loaded).unsqueeze(0).to(device)
+        return processor(loaded).unsqueeze(0).to(device)
 
     def _lavis_generate(self, image: torch.Tensor, prompt: str | None) -> str:
         samples = {"image": image} if prompt is None else {"image": image, "prompt": prompt}
@@ -105,6 +104,22 @@ class GuideModel:
         if projection is not None:
             result["llm_inputs"] = projection(output)
         return result
+
+
+def _lavis_eval_processor(model: torch.nn.Module) -> Any:
+    """What `load_model_and_preprocess` returns as `vis_processors["eval"]` for a BLIP-2 model: LAVIS's
+    `blip_image_eval` at the ViT's input size. The guide calls `analyze_model_performance(model, device)`
+    without the processors, so they are rebuilt from the model."""
+    encoder = getattr(model, "visual_encoder", None)
+    if encoder is None:
+        raise ValueError(
+            f"{type(model).__name__} has no visual_encoder to size the image processor; pass vis_processors"
+        )
+    from lavis.processors import load_processor
+    from omegaconf import OmegaConf
+
+    size = encoder.patch_embed.img_size[0]
+    return load_processor("blip_image_eval", OmegaConf.create({"image_size": size}))
 
 
 def _find(module: torch.nn.Module, part: str) -> Any:

@@ -3,13 +3,14 @@ visual features. Each function prints what it found and returns it, so a noteboo
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import torch
 
+from helpers.evaluation.paper_results import OVERVIEW, ZERO_SHOT_VQA
 from helpers.guide.adapter import GuideModel, components
 from helpers.images import ImageSource
-from helpers.paper import OVERVIEW, ZERO_SHOT_VQA
 
 __all__ = [
     "analyze_qformer_architecture",
@@ -34,7 +35,8 @@ TWO_STAGES = {
         "text as soft visual prompts.",
         "Decoder-only LLMs (OPT): language-modelling loss on the text. Encoder-decoder LLMs (Flan-T5): prefix "
         "LM loss, the text's first part goes to the encoder with the queries, the rest is the target.",
-        "Only the Q-Former, its 32 queries and the projection train (about 188M parameters with ViT-g); the "
+        "Only the Q-Former's query side, its 32 queries and the projection train (about 107M parameters with "
+        "OPT-2.7B; stage 1 trains about 188M, with the text side and ITC/ITM heads that stage 2 drops); the "
         "image encoder and the LLM stay frozen.",
     ),
 }
@@ -45,7 +47,7 @@ def explain_two_stage_pretraining() -> dict[str, tuple[str, ...]]:
     for stage, points in TWO_STAGES.items():
         print(stage)
         for point in points:
-            print(f"  - {point}")
+            print(textwrap.fill(point, 100, initial_indent="  - ", subsequent_indent="    "))
     return TWO_STAGES
 
 
@@ -66,7 +68,12 @@ def demonstrate_blip2_tasks(
     print(f"Caption: {results['caption']}")
     for question, answer in results["vqa"].items():
         print(f"Q: {question}  A: {answer}")
-    print(f"Instruction: {DEMO_INSTRUCTION}\n  -> {results['instruction'][DEMO_INSTRUCTION]}")
+    print(f"Instruction: {DEMO_INSTRUCTION}")
+    print(
+        textwrap.fill(
+            results["instruction"][DEMO_INSTRUCTION], 100, initial_indent="  -> ", subsequent_indent="     "
+        )
+    )
     return results
 
 
@@ -98,9 +105,10 @@ def analyze_qformer_architecture(model: Any) -> dict[str, Any]:
     for part, count in counts.items():
         print(f"{part:<22}{count:>16,}")
     print(f"{'trainable in BLIP-2':<22}{trainable:>16,}  ({100 * trainable / report['total']:.1f}% of all)")
+    print(f"{report['num_queries']} learned queries of width {report['query_dim']}")
     print(
-        f"{report['num_queries']} learned queries of width {report['query_dim']}; cross-attention in Q-Former layers "
-        f"{report['cross_attention_layers']} (the paper inserts it every other block)"
+        f"cross-attention in Q-Former layers {report['cross_attention_layers']} "
+        "(the paper inserts it every other block)"
     )
     return report
 
@@ -130,7 +138,7 @@ def compare_with_other_methods() -> list[dict[str, Any]]:
     ratio = _params(next(row for row in OVERVIEW if row[0] == "Flamingo")[1]) / _params(blip2[1])
     print(
         f"\n{best.name} beats Flamingo80B on VQAv2 test-dev by {best.vqav2_testdev - flamingo.vqav2_testdev:.1f} "
-        f"points ({best.vqav2_testdev} vs {flamingo.vqav2_testdev}) with {ratio:.0f}x fewer trainable parameters "
+        f"points ({best.vqav2_testdev} vs {flamingo.vqav2_testdev})\nwith {ratio:.0f}x fewer trainable parameters "
         f"({blip2[1]} vs {flamingo.trainable_params})."
     )
     print(

@@ -11,10 +11,10 @@ from typing import Any
 import psutil
 import torch
 
-from helpers.comparison import format_table, load_comparison
+from helpers.evaluation.comparison import format_table, load_comparison
+from helpers.evaluation.paper_results import PAPER, PAPER_NUMBERS
 from helpers.guide.adapter import GuideModel
 from helpers.images import sample_image, sample_names
-from helpers.paper import PAPER, PAPER_NUMBERS
 
 __all__ = ["analyze_model_performance", "compare_with_paper_results", "run_comprehensive_test"]
 
@@ -41,7 +41,8 @@ def run_comprehensive_test(
         }
         results["images"][name] = outputs
         results["failures"] += [f"{name}: empty {task}" for task, text in outputs.items() if not text.strip()]
-        print(f"{name:<22} caption: {outputs['caption']!r}  answer: {outputs['answer']!r}")
+        print(f"{name:<22} caption: {outputs['caption']!r}")
+        print(f"{'':<22} answer:  {outputs['answer']!r}")
     passed = len(names) * 3 - len(results["failures"])
     print(f"{passed}/{len(names) * 3} outputs are non-empty text")
     for failure in results["failures"]:
@@ -61,8 +62,13 @@ def compare_with_paper_results(results_path: str | Path = DEFAULT_RESULTS) -> li
         f"No saved run at {path}: run notebooks/07_paper_comparison.ipynb to measure this setup. "
         f"The paper's numbers ({PAPER}):"
     )
+    model_width = max(len(number.model) for number in PAPER_NUMBERS) + 2
+    dataset_width = max(len(number.dataset) for number in PAPER_NUMBERS) + 2
     for number in PAPER_NUMBERS:
-        print(f"  {number.model:<24}{number.dataset:<20}{number.metric:<10}{number.value:>7}  {number.table}")
+        print(
+            f"  {number.model:<{model_width}}{number.dataset:<{dataset_width}}{number.metric:<10}"
+            f"{number.value:>7}  {number.table}"
+        )
     return list(PAPER_NUMBERS)
 
 

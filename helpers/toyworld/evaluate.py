@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from helpers.backends.base import Blip2Backend
-from helpers.evaluation import recall_at_k, vqa_accuracy
+from helpers.evaluation.metrics import recall_at_k
+from helpers.evaluation.vqa_scoring import vqa_accuracy
 from helpers.generation import GREEDY, GenerationSettings
 from helpers.loading import load_blip2
 from helpers.offline import weights_dir
@@ -62,7 +63,8 @@ def load_run(folder: str | Path | None = None, backend: str = "hf", verbose: boo
 def evaluate(
     model: Blip2Backend, seed: int = 0, size: EvalSize | None = None, settings: GenerationSettings = GREEDY
 ) -> dict[str, float]:
-    """caption_f1, vqa_accuracy (VQA v2 scorer) and zero-shot image->text retrieval_r1, all in [0, 1]."""
+    """caption_f1, vqa_accuracy (VQA v2 accuracy, lenient: the toy answers are words like "two") and
+    zero-shot image->text retrieval_r1, all in [0, 1]."""
     size = size or EvalSize()
     test = scenes(seed, "test", max(size.captions, size.questions_from))
     images = [render(scene) for scene in test]
@@ -71,7 +73,7 @@ def evaluate(
     answers = model.ask([images[i] for i, _ in pairs], [qa.question for _, qa in pairs], settings=settings)
     return {
         "caption_f1": caption_attribute_f1(captions, test[: size.captions]),
-        "vqa_accuracy": vqa_accuracy(answers, [qa.answers for _, qa in pairs]) / 100,
+        "vqa_accuracy": vqa_accuracy(answers, [qa.answers for _, qa in pairs], scoring="lenient") / 100,
         "retrieval_r1": retrieval_r1(model, seed, size),
     }
 
@@ -89,6 +91,16 @@ def retrieval_r1(model: Blip2Backend, seed: int, size: EvalSize) -> float:
     return recall_at_k(scores, [{row} for row in range(len(queries))], ks=(1,))["R@1"] / 100
 
 
+SHORT_NAMES = {
+    "caption_f1": "caption F1",
+    "vqa_accuracy": "VQA",
+    "retrieval_r1": "R@1",
+    "stage2_loss_first_100": "LM loss first 100",
+    "stage2_loss_last_100": "last 100",
+}
+"""Column headings of `ablation_table`, short enough for the table to fit 110 columns."""
+
+
 def ablation_table(folder: str | Path | None = None) -> str:
     """The held-out scores of a run and its two ablations (ablations.json, written by `make toyworld`) as text."""
     path = (Path(folder) if folder is not None else weights_dir()) / ABLATIONS
@@ -98,10 +110,13 @@ def ablation_table(folder: str | Path | None = None) -> str:
         )
     rows = json.loads(path.read_text())["rows"]
     names = list(next(iter(rows.values())))
+    headings = [SHORT_NAMES.get(name, name) for name in names]
+    widths = [max(len(heading), 6) for heading in headings]
     width = max(len(name) for name in rows)
-    lines = [f"{'run':<{width}}  " + "  ".join(names)]
+    lines = [f"{'run':<{width}}  " + "  ".join(f"{h:>{w}}" for h, w in zip(headings, widths, strict=True))]
     lines += [
-        f"{run:<{width}}  " + "  ".join(f"{scores[name]:>{len(name)}.3f}" for name in names)
+        f"{run:<{width}}  "
+        + "  ".join(f"{scores[name]:>{w}.3f}" for name, w in zip(names, widths, strict=True))
         for run, scores in rows.items()
     ]
     return "\n".join(lines)

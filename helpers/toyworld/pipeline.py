@@ -22,8 +22,9 @@ from transformers import (
 )
 
 from helpers.atomic import staged_folder
+from helpers.environment import live_progress
 from helpers.pretraining import STAGE1_OBJECTIVES
-from helpers.toyworld import data, models, sequences, stages, tokenizers, unimodal, world
+from helpers.toyworld import data, film, models, sequences, stages, tokenizers, unimodal, world
 
 CAPTION = "caption"
 RETRIEVAL = "retrieval"
@@ -83,6 +84,7 @@ class Trained:
     caption_processor: Blip2Processor
     losses: dict[str, list] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    films: dict[int, film.Film] = field(default_factory=dict)
 
     def curves(self) -> dict[str, list[float]]:
         """Every loss history by name, stage 1 split into its objectives: what `loss_curves` plots."""
@@ -102,7 +104,7 @@ class _Phase:
 
     def __init__(self, trained_losses: dict[str, list], seconds: dict[str, float], name: str, steps: int):
         self.name, self.history, self.seconds = name, trained_losses.setdefault(name, []), seconds
-        self.bar = tqdm(total=steps, desc=name, leave=True)
+        self.bar = tqdm(total=steps, desc=name, leave=True, disable=not live_progress())
         self.start = time.perf_counter()
 
     def __call__(self, step: int, loss: float | dict[str, float]) -> None:
@@ -132,8 +134,12 @@ class Unimodal:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def pretrain_unimodal(recipe: Recipe) -> Unimodal:
-    """Render the training split, learn both tokenizers, pretrain the ViT and the OPT on their own."""
+def pretrain_unimodal(recipe: Recipe, language_model: OPTForCausalLM | None = None) -> Unimodal:
+    """Render the training split, learn both tokenizers, pretrain the ViT and the OPT on their own.
+
+    A given `language_model` (a saved run's frozen OPT) is used instead of pretraining one: the ViT comes
+    first and draws the same random numbers either way, so a saved run's stages can be repeated exactly.
+    """
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
     sizes = recipe.sizes
@@ -166,24 +172,25 @@ def pretrain_unimodal(recipe: Recipe) -> Unimodal:
     )
     phase.close()
 
-    phase = _Phase(losses, seconds, "language model", recipe.lm_steps)  # tokenizing the corpus included
-    documents = [
-        document
-        for scene, examples in text
-        for document in sequences.text_documents(
-            caption_processor.tokenizer, scene, examples, sizes.num_query_tokens
+    if language_model is None:
+        phase = _Phase(losses, seconds, "language model", recipe.lm_steps)  # tokenizing the corpus included
+        documents = [
+            document
+            for scene, examples in text
+            for document in sequences.text_documents(
+                caption_processor.tokenizer, scene, examples, sizes.num_query_tokens
+            )
+        ]
+        language_model = unimodal.train_language_model(
+            sizes,
+            caption_processor.tokenizer,
+            documents,
+            steps=recipe.lm_steps,
+            batch_size=recipe.lm_batch,
+            generator=generator,
+            on_step=phase,
         )
-    ]
-    language_model = unimodal.train_language_model(
-        sizes,
-        caption_processor.tokenizer,
-        documents,
-        steps=recipe.lm_steps,
-        batch_size=recipe.lm_batch,
-        generator=generator,
-        on_step=phase,
-    )
-    phase.close()
+        phase.close()
     return Unimodal(
         recipe,
         scenes,
@@ -199,15 +206,26 @@ def pretrain_unimodal(recipe: Recipe) -> Unimodal:
 
 
 def two_stage(
-    base: Unimodal, *, objectives: Collection[str] = STAGE1_OBJECTIVES, skip_stage1: bool = False
+    base: Unimodal,
+    *,
+    objectives: Collection[str] = STAGE1_OBJECTIVES,
+    skip_stage1: bool = False,
+    probe: film.Probe | None = None,
+    run: str = "BLIP-2",
+    frames: int = film.FRAMES,
 ) -> Trained:
-    """Stage 1 then stage 2 on the frozen unimodal models; `skip_stage1`/`objectives` give the ablations."""
+    """Stage 1 then stage 2 on the frozen unimodal models; `skip_stage1`/`objectives` give the ablations.
+
+    With a `probe`, each stage is filmed on its scenes in up to `frames` snapshots (`film.Recorder`, `run`
+    names the film); recording draws no random numbers, so the trained weights are the same without it.
+    """
     recipe, sizes = base.recipe, base.recipe.sizes
     torch.manual_seed(recipe.seed + 1)
     generator = torch.Generator().manual_seed(recipe.seed + 1)
     losses = {name: list(history) for name, history in base.losses.items()}
     seconds = dict(base.seconds)
     retrieval = models.retrieval_model(sizes, base.retrieval_processor.tokenizer)
+    recorders: dict[int, film.Recorder] = {}
     if not skip_stage1:
         bert = base.retrieval_processor.tokenizer
         tokens = bert([scene.caption() for scene in base.scenes], padding=True, return_tensors="pt")
@@ -216,6 +234,10 @@ def two_stage(
         }
         groups = torch.tensor([group_of[scene.caption()] for scene in base.scenes])
         phase = _Phase(losses, seconds, "stage 1", recipe.stage1_steps)
+        if probe is not None:
+            recorders[1] = film.Recorder(
+                1, retrieval, base.retrieval_processor, probe, recipe.stage1_steps, frames
+            )
         stages.stage1(
             retrieval,
             base.vision,
@@ -227,7 +249,7 @@ def two_stage(
             batch_size=recipe.stage1_batch,
             generator=generator,
             objectives=objectives,
-            on_step=phase,
+            **film.record_hooks(recorders.get(1), phase),
         )
         phase.close()
 
@@ -240,6 +262,8 @@ def two_stage(
     ]
     caption = models.generation_model(sizes, base.caption_processor)
     phase = _Phase(losses, seconds, "stage 2", recipe.stage2_steps)
+    if probe is not None:
+        recorders[2] = film.Recorder(2, caption, base.caption_processor, probe, recipe.stage2_steps, frames)
     stages.stage2(
         caption,
         base.language_model,
@@ -250,11 +274,15 @@ def two_stage(
         steps=recipe.stage2_steps,
         batch_size=recipe.stage2_batch,
         generator=generator,
-        on_step=phase,
+        **film.record_hooks(recorders.get(2), phase),
     )
     phase.close()
+    films = {
+        stage: recorder.film(film.stage_losses(losses, f"stage {stage}"), run)
+        for stage, recorder in recorders.items()
+    }
     return Trained(
-        recipe, retrieval, base.retrieval_processor, caption, base.caption_processor, losses, seconds
+        recipe, retrieval, base.retrieval_processor, caption, base.caption_processor, losses, seconds, films
     )
 
 
@@ -313,4 +341,6 @@ def save(trained: Trained, destination: Path, extra: dict | None = None) -> Path
             **(extra or {}),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        for stage, recorded in trained.films.items():
+            recorded.save(staging / film.FILES[stage])
     return Path(destination)

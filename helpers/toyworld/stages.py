@@ -60,8 +60,12 @@ def stage1(
     objectives: Collection[str] = STAGE1_OBJECTIVES,
     learning_rate: float = 2e-3,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Blip2ForImageTextRetrieval:
-    """Train the Q-Former (queries from N(0, 0.02), as LAVIS) against the frozen `vision`; returns the model."""
+    """Train the Q-Former (queries from N(0, 0.02), as LAVIS) against the frozen `vision`; returns the model.
+
+    `on_start` runs once the model is set up, before the first step (a film's frame 0); `on_step` after each.
+    """
     model.vision_model.load_state_dict(vision.state_dict())
     with torch.no_grad():
         model.query_tokens.normal_(std=model.config.qformer_config.initializer_range)
@@ -71,6 +75,8 @@ def stage1(
     optimiser = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.05)
     schedule = warmup_cosine(optimiser, steps)
     model.train()
+    if on_start:
+        on_start()
     for step in range(steps):
         batch = distinct_batch(groups, batch_size, generator)
         losses = stage1_losses(
@@ -102,11 +108,13 @@ def stage2(
     generator: torch.Generator,
     learning_rate: float = 1e-3,
     on_step: Callable[[int, float], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Blip2ForConditionalGeneration:
     """Train queries, Q-Former and projection through the frozen LM on (image index, (ids, labels)) examples.
 
     Starts from stage 1's ViT, queries and Q-Former when `stage1_model` is given; without it (the paper's
-    "no representation learning" ablation) from the frozen `vision` and a fresh Q-Former.
+    "no representation learning" ablation) from the frozen `vision` and a fresh Q-Former. `on_start` and
+    `on_step` as in `stage1`.
     """
     model.language_model.load_state_dict(language_model.state_dict())
     if stage1_model is None:
@@ -125,6 +133,8 @@ def stage2(
     optimiser = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.05)
     schedule = warmup_cosine(optimiser, steps)
     model.train()
+    if on_start:
+        on_start()
     for step in range(steps):
         rows = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
         images = torch.tensor([examples[row][0] for row in rows])

@@ -1,42 +1,73 @@
-"""Evaluation pipelines with the paper's protocols, bootstrap intervals, and the table against the paper.
+"""Evaluation pipelines with the paper's protocols, and bootstrap intervals for each metric.
 
 Protocols (section 4 of the paper, and LAVIS's BLIP-2 eval configs):
 - zero-shot VQA: "Question: {} Answer:" for OPT, "Question: {} Short answer:" for Flan-T5 (the backend
   picks by model), beam search with 5 beams, length penalty -1 (shorter answers), at most 10 tokens;
-- captioning: beam search with 5 beams, 8 to 30 tokens;
+- captioning: beam search with 5 beams, at most 30 new tokens, LAVIS's min_len 8 counted its way (prompt
+  tokens included), and "a photo of" before the caption for the COCO-fine-tuned captioners;
 - retrieval: ITC similarity over every candidate, then the ITM head re-ranks the top k=128, both directions.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from helpers.backends.base import Blip2Backend
-from helpers.datasets import CaptionExample, RetrievalSet, VQAExample, write_json_atomic
-from helpers.evaluation import (
-    bleu4,
-    caption_scores,
-    exact_match_scores,
-    retrieval_ranks,
-    vqa_scores,
-)
+from helpers.environment import live_progress
+from helpers.evaluation.datasets import CaptionExample, RetrievalSet, VQAExample
+from helpers.evaluation.metrics import bleu4, caption_scores, retrieval_ranks
+from helpers.evaluation.vqa_scoring import VQAScoring, exact_match_scores, vqa_scores
 from helpers.generation import GenerationSettings
 from helpers.images import load_images
-from helpers.paper import PAPER, paper_model, paper_number
 
 VQA_SETTINGS = GenerationSettings(num_beams=5, length_penalty=-1.0, max_new_tokens=10, min_new_tokens=1)
-"""Zero-shot VQA decoding: the paper's beam 5 and length penalty -1; LAVIS's max_len 10, min_len 1."""
+"""Zero-shot VQA decoding: the paper's beam 5 and length penalty -1; LAVIS's max_len 10, min_len 1.
 
-CAPTION_SETTINGS = GenerationSettings(num_beams=5, max_new_tokens=30, min_new_tokens=8)
-"""Captioning decoding, as LAVIS's COCO caption eval configs: beam 5, 8 to 30 tokens."""
+LAVIS 1.0.2 hands min_len to transformers as `min_length`, which counts the prompt, so it asks for no new
+token at all; one new token here only rules out the empty answer."""
+
+CAPTION_MIN_LENGTH = 8
+"""LAVIS's caption eval `min_len`, which LAVIS 1.0.2 counts with the tokens already in the sequence."""
+
+CAPTION_SETTINGS = GenerationSettings(num_beams=5, max_new_tokens=30, min_new_tokens=CAPTION_MIN_LENGTH)
+"""LAVIS's COCO caption eval configs as numbers: beam 5, max_len 30 new tokens, min_len 8.
+
+`caption_settings(model)` turns min_len into new tokens the way LAVIS 1.0.2 counts it; the evaluation
+uses that. These settings, taken literally (8 *new* tokens), ask for one to four tokens more than LAVIS."""
+
+
+def describe_settings(settings: GenerationSettings) -> str:
+    """Decoding settings in one short line: what a learner needs to compare runs."""
+    search = "sampling" if settings.use_nucleus_sampling else f"beam {settings.num_beams}"
+    return (
+        f"{search}, length penalty {settings.length_penalty:g}, {settings.min_new_tokens} to "
+        f"{settings.max_new_tokens} new tokens"
+    )
+
+
+def lavis_min_new_tokens(model: Blip2Backend, prompt: str, min_length: int) -> int:
+    """New tokens that LAVIS 1.0.2's `min_length` asks for: transformers counts the tokens already there.
+
+    OPT's count includes its prompt with the BOS token ("" is 1 token, "a photo of" 4); Flan-T5's the
+    decoder's start token. The visual prompt (query embeddings) is not counted.
+    """
+    prompt_lengths, _, _ = model._prompt_positions([prompt])
+    already = prompt_lengths[0] if prompt_lengths else 1
+    return max(min_length - already, 0)
+
+
+def caption_settings(model: Blip2Backend, min_length: int = CAPTION_MIN_LENGTH) -> GenerationSettings:
+    """LAVIS's caption decoding for this model and its caption prompt, min_len counted as LAVIS counts it."""
+    return CAPTION_SETTINGS.replace(
+        min_new_tokens=lavis_min_new_tokens(model, model.caption_prompt, min_length)
+    )
+
 
 RETRIEVAL_TOP_K = 128
 """Candidates ITC passes to the ITM re-ranker (LAVIS's k_test)."""
@@ -55,6 +86,12 @@ class Result:
     ci_low: float
     ci_high: float
     n: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.dataset}, {self.metric}: {self.value:.1f} "
+            f"(95% CI [{self.ci_low:.1f}, {self.ci_high:.1f}], N={self.n})"
+        )
 
 
 def bootstrap_ci(
@@ -81,7 +118,7 @@ def _mean_result(kind: str, dataset: str, metric: str, scores: Sequence[float], 
 
 
 def _batches(count: int, size: int, desc: str):
-    return tqdm(range(0, count, size), desc=desc, total=math.ceil(count / size))
+    return tqdm(range(0, count, size), desc=desc, total=math.ceil(count / size), disable=not live_progress())
 
 
 def evaluate_vqa(
@@ -90,21 +127,27 @@ def evaluate_vqa(
     dataset: str,
     *,
     exact_match: bool = False,
+    scoring: VQAScoring = "official",
     settings: GenerationSettings = VQA_SETTINGS,
     batch_size: int = 8,
     resamples: int = 1000,
 ) -> tuple[Result, list[str]]:
-    """Zero-shot VQA accuracy (exact match for GQA) and the predicted answers."""
+    """Zero-shot VQA accuracy (exact match for GQA) and the predicted answers.
+
+    `scoring="official"` is the VQA team's scorer, the paper's metric; "lenient" (human answers normalised
+    too, for home-made annotations) is reported as "accuracy (lenient)", which no paper number matches.
+    """
     predictions: list[str] = []
     for start in _batches(len(examples), batch_size, dataset):
         batch = examples[start : start + batch_size]
         images = load_images([example.image for example in batch])
         predictions += model.ask(images, [example.question for example in batch], settings=settings)
     if exact_match:
-        scores = exact_match_scores(predictions, [example.answers[0] for example in examples])
+        scores = exact_match_scores(predictions, [example.answers[0] for example in examples], scoring)
     else:
-        scores = vqa_scores(predictions, [example.answers for example in examples])
-    return _mean_result("generation", dataset, "accuracy", [100 * s for s in scores], resamples), predictions
+        scores = vqa_scores(predictions, [example.answers for example in examples], scoring)
+    metric = "accuracy" if scoring == "official" else f"accuracy ({scoring})"
+    return _mean_result("generation", dataset, metric, [100 * s for s in scores], resamples), predictions
 
 
 def evaluate_captions(
@@ -112,11 +155,16 @@ def evaluate_captions(
     examples: Sequence[CaptionExample],
     dataset: str,
     *,
-    settings: GenerationSettings = CAPTION_SETTINGS,
+    settings: GenerationSettings | None = None,
     batch_size: int = 8,
     resamples: int = 200,
 ) -> tuple[list[Result], list[str]]:
-    """BLEU-4, CIDEr (and SPICE where available) with bootstrap intervals, and the captions."""
+    """BLEU-4, CIDEr (and SPICE where available) with bootstrap intervals, and the captions.
+
+    Decoding defaults to `caption_settings(model)`; the model's `caption_prompt` ("a photo of" for the
+    COCO-fine-tuned captioners) starts every caption.
+    """
+    settings = caption_settings(model) if settings is None else settings
     captions: list[str] = []
     for start in _batches(len(examples), batch_size, dataset):
         captions += model.caption(
@@ -168,7 +216,7 @@ def _rerank(
     k = min(top_k, itc.shape[1])
     if k < 1:
         return scores
-    for row in tqdm(range(itc.shape[0]), desc=desc):
+    for row in tqdm(range(itc.shape[0]), desc=desc, disable=not live_progress()):
         head = torch.topk(itc[row], k).indices.tolist()
         scores[row, head] = itm([(row, column) for column in head]).cpu()
     return scores
@@ -210,76 +258,3 @@ def evaluate_retrieval(
                 _mean_result("retrieval", dataset, f"{prefix}@{k}", 100.0 * (ranks < k), resamples)
             )
     return results
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    """One line of the table: this run against the paper's number for the matching (or stand-in) model."""
-
-    dataset: str
-    metric: str
-    this_run: float
-    ci_low: float
-    ci_high: float
-    n: int
-    backend: str
-    checkpoint: str
-    paper_model: str
-    same_model: bool
-    paper: float | None
-    difference: float | None
-    table: str | None
-
-
-def compare_with_paper(
-    results: Sequence[Result], model: Blip2Backend, paper_datasets: dict[str, str]
-) -> list[ComparisonRow]:
-    """Pair each result with the paper's number; `paper_datasets` maps a run's dataset to the paper's name."""
-    rows = []
-    for result in results:
-        checkpoint = model.caption_model if result.kind == "generation" else model.retrieval_model
-        reference, same = paper_model(checkpoint, result.kind)
-        number = paper_number(reference, paper_datasets.get(result.dataset, result.dataset), result.metric)
-        rows.append(
-            ComparisonRow(
-                dataset=result.dataset,
-                metric=result.metric,
-                this_run=round(result.value, 2),
-                ci_low=round(result.ci_low, 2),
-                ci_high=round(result.ci_high, 2),
-                n=result.n,
-                backend=model.backend_name,
-                checkpoint=checkpoint,
-                paper_model=reference,
-                same_model=same,
-                paper=None if number is None else number.value,
-                difference=None if number is None else round(result.value - number.value, 2),
-                table=None if number is None else number.table,
-            )
-        )
-    return rows
-
-
-def format_table(rows: Sequence[ComparisonRow]) -> str:
-    """A plain-text table: paper number, this run with its 95% interval and N, and the difference."""
-    header = f"{'dataset':<36}{'metric':<10}{'paper':>8}{'this run':>10}{'95% CI':>18}{'N':>6}{'diff':>9}  paper model"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        paper = "-" if row.paper is None else f"{row.paper:.1f}"
-        diff = "-" if row.difference is None else f"{row.difference:+.1f}"
-        stand_in = "" if row.same_model else " (stand-in: not the model that ran)"
-        lines.append(
-            f"{row.dataset:<36}{row.metric:<10}{paper:>8}{row.this_run:>10.1f}"
-            f"{f'[{row.ci_low:.1f}, {row.ci_high:.1f}]':>18}{row.n:>6}{diff:>9}  {row.paper_model}{stand_in}"
-        )
-    return "\n".join(lines)
-
-
-def save_comparison(rows: Sequence[ComparisonRow], path: str | Path, **run: object) -> Path:
-    """Save the table as JSON (atomically), with the run's settings and the paper it compares with."""
-    return write_json_atomic({"paper": PAPER, "run": run, "rows": [asdict(row) for row in rows]}, path)
-
-
-def load_comparison(path: str | Path) -> list[ComparisonRow]:
-    """Read a table saved by `save_comparison`."""
-    return [ComparisonRow(**row) for row in json.loads(Path(path).read_text())["rows"]]

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from helpers.environment import live_progress
+
 T = TypeVar("T")
 
 COCO_VAL2014_IMAGE = "COCO_val2014_{:012d}.jpg"
@@ -100,7 +102,7 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(
-            f"{what} file {path} not found; download it first (helpers.datasets.download_commands lists the URLs)"
+            f"{what} file {path} not found; download it first (helpers.evaluation.datasets.download_commands lists the URLs)"
         )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -161,7 +163,7 @@ def download_images(paths: Iterable[Path], image_url: str) -> None:
     from tqdm.auto import tqdm
 
     missing = sorted({path for path in paths if not path.is_file()})
-    for path in tqdm(missing, desc="images", disable=not missing):
+    for path in tqdm(missing, desc="images", disable=not missing or not live_progress()):
         _fetch(image_url.format(name=path.name), path)
 
 

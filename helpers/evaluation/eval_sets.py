@@ -1,4 +1,4 @@
-"""The benchmark sets notebook 07 evaluates: the paper's (downloaded on Colab) or the toy world's offline.
+"""The evaluation sets notebook 07 evaluates: the paper's (downloaded on Colab) or the toy world's offline.
 
 Offline, the toy world's held-out test split (helpers.toyworld) is written out in the official formats
 (VQAv2 questions/annotations, COCO Karpathy split) and read back through the very loaders the real files
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.datasets import (
+from helpers.evaluation.datasets import (
     COCO_VAL2014_URL,
     CaptionExample,
     RetrievalSet,
@@ -23,10 +23,11 @@ from helpers.datasets import (
     write_karpathy,
     write_vqav2,
 )
+from helpers.evaluation.vqa_scoring import normalize_answer
 
 
 @dataclass
-class Benchmarks:
+class EvalSets:
     """What one comparison run evaluates, with the paper's name for each set."""
 
     vqa: list[VQAExample]
@@ -42,7 +43,7 @@ OFFLINE_SIZES = {"vqa_scenes": 4, "captions": 12, "retrieval": 20}
 """How much of the toy world's test split the offline run evaluates: seconds on a CPU, not a statistic."""
 
 
-def write_toyworld_benchmark(
+def write_toyworld_eval_set(
     root: str | Path, seed: int = 0, vqa_scenes: int = 4, captions: int = 12, retrieval: int = 20
 ) -> dict[str, Path]:
     """Write the toy world's held-out test split as a VQAv2-format set and Karpathy-format splits under `root`.
@@ -62,8 +63,11 @@ def write_toyworld_benchmark(
         if id(scene) not in paths:
             paths[id(scene)] = images / f"{len(paths):06d}.png"
             render(scene).save(paths[id(scene)])
+    # The released VQAv2 annotations hold normalised answers ("2", not "two"); the official scorer relies on it.
     vqa = [
-        VQAExample(number, paths[id(test[position])], qa.question, qa.answers)
+        VQAExample(
+            number, paths[id(test[position])], qa.question, tuple(normalize_answer(a) for a in qa.answers)
+        )
         for number, (position, qa) in enumerate(split_questions(seed, "test", test[:vqa_scenes]))
     ]
     files = {"questions": root / "questions.json", "annotations": root / "annotations.json"}
@@ -80,10 +84,10 @@ def _caption_examples(scenes: list, paths: dict[int, Path]) -> list[CaptionExamp
     return [CaptionExample(index, paths[id(scene)], (scene.caption(),)) for index, scene in enumerate(scenes)]
 
 
-def offline_benchmarks(root: str | Path) -> Benchmarks:
+def offline_eval_sets(root: str | Path) -> EvalSets:
     """The toy world's test split, written in the official formats and read back through their loaders."""
-    files = write_toyworld_benchmark(root, **OFFLINE_SIZES)
-    return Benchmarks(
+    files = write_toyworld_eval_set(root, **OFFLINE_SIZES)
+    return EvalSets(
         vqa=load_vqav2(files["questions"], files["annotations"], files["images"], image_name="{:06d}.png"),
         vqa_name="toy world test (VQAv2 format)",
         captions=load_karpathy_captions(files["captions"], files["images"]),
@@ -94,16 +98,16 @@ def offline_benchmarks(root: str | Path) -> Benchmarks:
     )
 
 
-def coco_benchmarks(
+def coco_eval_sets(
     root: str | Path, vqa_size: int, caption_size: int, retrieval_size: int, seed: int = 0
-) -> Benchmarks:
+) -> EvalSets:
     """VQAv2 val and COCO Karpathy test subsets: annotation files downloaded, images fetched one by one."""
     root = Path(root)
     download("vqav2", root)
     download("karpathy", root)
     images = root / "val2014"
     karpathy = root / "dataset_coco.json"
-    return Benchmarks(
+    return EvalSets(
         vqa=load_vqav2(
             root / "v2_OpenEnded_mscoco_val2014_questions.json",
             root / "v2_mscoco_val2014_annotations.json",

@@ -1,98 +1,26 @@
-"""The paper's metrics, written once: VQA accuracy, GQA exact match, caption metrics and recall@K.
+"""Caption metrics (pycocoevalcap BLEU-4, CIDEr, SPICE) and retrieval recall@K, on the paper's scale.
 
 Every metric is on the paper's scale (percent; CIDEr and SPICE times 100), so a number here sits next to
 a number from the paper's tables without conversion.
-
-VQA accuracy follows the official VQA scorer as LAVIS ships it (`lavis/common/vqa_tools/vqa_eval.py`),
-which produced BLIP-2's validation numbers. One deliberate difference: the human answers get the same
-normalisation as the prediction. The official annotation files are already normalised, so their scores
-are identical (tested against LAVIS's scorer); home-made annotations such as "two" are not marked wrong.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import re
+import os
 import shutil
-from collections.abc import Collection, Sequence
+import sys
+import tempfile
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-# ---- VQA answer normalisation (the official rules) ------------------------------------------------
 
-_PUNCTUATION = tuple(';/[]"{}()=+\\_-><@`,?!')
-_NUMBER_WORDS = {
-    "none": "0",
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-}
-_ARTICLES = frozenset({"a", "an", "the"})
-# The contracted forms of the official table; annotators typed them without (some) apostrophes.
-# fmt: off
-_CONTRACTED = (
-    "ain't", "aren't", "can't", "could've", "couldn't", "couldn't've", "didn't", "doesn't", "don't",
-    "hadn't", "hadn't've", "hasn't", "haven't", "he'd", "he'd've", "he's", "how'd", "how'll", "how's",
-    "I'd've", "I'm", "I've", "isn't", "it'd", "it'd've", "it'll", "ma'am", "mightn't", "mightn't've",
-    "might've", "mustn't", "must've", "needn't", "not've", "o'clock", "oughtn't", "'ow's'at", "shan't",
-    "she'd've", "should've", "shouldn't", "shouldn't've", "somebody'd've", "somebody'll", "somebody's",
-    "someone'd", "someone'd've", "someone'll", "someone's", "something'd", "something'd've", "something'll",
-    "that's", "there'd", "there'd've", "there're", "there's", "they'd", "they'd've", "they'll", "they're",
-    "they've", "'twas", "wasn't", "we'd've", "we've", "weren't", "what'll", "what're", "what's", "what've",
-    "when's", "where'd", "where's", "where've", "who'd", "who'd've", "who'll", "who's", "who've", "why'll",
-    "why're", "why's", "won't", "would've", "wouldn't", "wouldn't've", "y'all", "y'all'll", "y'all'd've",
-    "you'd", "you'd've", "you'll", "you're", "you've"
-)
-# fmt: on
-
-
-def _spellings_without_apostrophes(word: str) -> list[str]:
-    """How annotators typed `word`: no apostrophe if it has one, else all but one of its apostrophes."""
-    positions = [i for i, char in enumerate(word) if char == "'"]
-    if len(positions) == 1:
-        return [word.replace("'", "")]
-    return [word[:i] + word[i + 1 :] for i in positions]
-
-
-_CONTRACTIONS = {
-    spelling: word for word in _CONTRACTED for spelling in _spellings_without_apostrophes(word)
-} | {"somebody'd": "somebodyd"}  # the official table maps this one backwards; kept for identical scores
-_PERIOD = re.compile(r"\.(?!\d)")  # a full stop, unless it is a decimal point
-_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
-
-
-def strip_punctuation(text: str) -> str:
-    """The official punctuation rule: delete marks next to a space (or any, if the text has `1,000`), else space them."""
-    delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
-    out = text
-    for mark in _PUNCTUATION:
-        beside_space = f"{mark} " in text or f" {mark}" in text
-        out = out.replace(mark, "" if beside_space or delete_all else " ")
-    return _PERIOD.sub("", out)
-
-
-def _digits_articles_contractions(text: str) -> str:
-    words = [_NUMBER_WORDS.get(word, word) for word in text.lower().split()]
-    return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
-
-
-def normalize_answer(answer: str) -> str:
-    """The official VQA answer normalisation: punctuation, number words to digits, articles, contractions."""
-    cleaned = answer.replace("\n", " ").replace("\t", " ").strip()
-    return _digits_articles_contractions(strip_punctuation(cleaned))
-
-
-def _check_lengths(predictions: Sequence[object], references: Sequence[object], what: str) -> None:
+def check_lengths(predictions: Sequence[object], references: Sequence[object], what: str) -> None:
+    """One prediction per reference item, and at least one: the scorers' shared input check."""
     if len(predictions) != len(references):
         raise ValueError(
             f"{len(predictions)} predictions for {len(references)} {what}; give exactly one prediction per item"
@@ -101,47 +29,12 @@ def _check_lengths(predictions: Sequence[object], references: Sequence[object], 
         raise ValueError(f"no predictions and no {what}: there is nothing to score")
 
 
-def vqa_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> list[float]:
-    """Per-question VQA accuracy in [0, 1]: min(#humans agreeing / 3, 1), averaged over leave-one-out subsets."""
-    _check_lengths(predictions, answers, "answer lists")
-    empty = [i for i, humans in enumerate(answers) if isinstance(humans, str) or not humans]
-    if empty:
-        raise ValueError(f"answers{empty[:10]} must be non-empty lists of human answers (strings)")
-    scores = []
-    for prediction, humans in zip(predictions, answers, strict=True):
-        predicted = normalize_answer(prediction)
-        humans = [normalize_answer(human) for human in humans]
-        matches = sum(human == predicted for human in humans)
-        # Leaving out annotator j leaves matches - [j matched] agreeing humans among the others.
-        subsets = [min(1.0, (matches - (human == predicted)) / 3) for human in humans]
-        scores.append(sum(subsets) / len(subsets))
-    return scores
-
-
-def vqa_accuracy(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> float:
-    """The standard VQA accuracy in percent (VQAv2, OK-VQA), as the official scorer computes it."""
-    scores = vqa_scores(predictions, answers)
-    return 100 * sum(scores) / len(scores)
-
-
-def exact_match_scores(predictions: Sequence[str], answers: Sequence[str]) -> list[float]:
-    """GQA's metric per question: 1 if the prediction equals the single reference answer, both normalised."""
-    _check_lengths(predictions, answers, "answers")
-    pairs = zip(predictions, answers, strict=True)
-    return [float(normalize_answer(p) == normalize_answer(a)) for p, a in pairs]
-
-
-def exact_match_accuracy(predictions: Sequence[str], answers: Sequence[str]) -> float:
-    """GQA accuracy in percent, as LAVIS's GQA task scores generated answers."""
-    scores = exact_match_scores(predictions, answers)
-    return 100 * sum(scores) / len(scores)
-
-
 # ---- caption metrics (pycocoevalcap) ---------------------------------------------------------------
 
 SPICE_MISSING = (
-    "SPICE not computed: it needs the Stanford CoreNLP 3.6.0 jars, which pycocoevalcap downloads on first "
-    "use (about 1 GB). On Colab run helpers.evaluation.download_spice_models() once; offline, SPICE is skipped."
+    "SPICE not computed: it needs the Stanford CoreNLP 3.6.0 jars, which pycocoevalcap downloads on first\n"
+    "use (about 1 GB). On Colab run helpers.evaluation.metrics.download_spice_models() once; offline, SPICE\n"
+    "is skipped."
 )
 
 
@@ -182,6 +75,29 @@ class CaptionScores:
     notes: list[str] = field(default_factory=list)
 
 
+@contextmanager
+def _without_java_speed_line() -> Iterator[None]:
+    """Drop the "PTBTokenizer tokenized N tokens at X tokens per second." line the tokenizer's java prints.
+
+    The java process writes it to the process's stderr (file descriptor 2, inherited), so notebooks show it as
+    a red stderr block after every evaluation; anything else java writes there is passed on to `sys.stderr`.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if not line.startswith("PTBTokenizer tokenized")]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
 def _ptb_tokenize(predictions: Sequence[str], references: Sequence[Sequence[str]]):
     """PTB-tokenise (lower-case, punctuation dropped) with the COCO toolkit, in one java call."""
     if shutil.which("java") is None:
@@ -193,7 +109,8 @@ def _ptb_tokenize(predictions: Sequence[str], references: Sequence[Sequence[str]
     # References go last: the tokenizer drops trailing blank lines, and only predictions may be empty.
     keyed = {("p", i): [{"caption": text or " "}] for i, text in enumerate(predictions)}
     keyed |= {("r", i): [{"caption": ref} for ref in refs] for i, refs in enumerate(references)}
-    tokens = PTBTokenizer().tokenize(keyed)
+    with _without_java_speed_line():
+        tokens = PTBTokenizer().tokenize(keyed)
     predicted = {i: tokens.get(("p", i), [""]) for i in range(len(predictions))}
     referenced = {i: tokens[("r", i)] for i in range(len(references))}
     return predicted, referenced
@@ -211,7 +128,7 @@ def caption_scores(
     predictions: Sequence[str], references: Sequence[Sequence[str]], spice: bool | None = None
 ) -> CaptionScores:
     """BLEU-4, CIDEr and SPICE through pycocoevalcap; spice=None computes SPICE only where it is available."""
-    _check_lengths(predictions, references, "reference lists")
+    check_lengths(predictions, references, "reference lists")
     bad = [
         i for i, refs in enumerate(references) if isinstance(refs, str) or not [r for r in refs if r.strip()]
     ]

@@ -1,0 +1,170 @@
+"""Notebook 02's VQA demo in a real JupyterLab, driven through Debian's Chromium by Playwright.
+
+What a workshop participant does: open the notebook, Run All, pick a picture, ask, read the answer in the
+widget; then upload a picture of their own through the file chooser and ask about it. The notebook runs on
+the offline profile, whose toy scenes have known answers, so the answers are checked, not just seen.
+Screenshots go to build/browser/. Playwright's own browser download needs the network, so it drives the
+system's Chromium (`apt-get install chromium`, which `.ci/run` does). Without a browser the test is skipped,
+except in CI (CI=true), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.demos import demo_inputs
+from helpers.toyworld.samples import toy_samples
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = "02_vqa_and_instructed_generation.ipynb"
+SCREENSHOTS = ROOT / "build" / "browser"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+"""Debian's Chromium first; GitHub's Ubuntu runners ship Google Chrome instead."""
+STARTUP_SECONDS = 60
+SETTINGS = {
+    # Render every cell: with windowing, cells out of view (the demo, at the end) are not laid out.
+    # ... and start the notebook's own kernel (python3) without asking.
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none", "autoStartDefaultKernel": True},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
+}
+RUN_ALL_MS = 90_000
+ANSWER_MS = 30_000
+
+
+def _browser() -> str:
+    found = os.environ.get("BLIP2_BROWSER") or next(filter(None, map(shutil.which, BROWSERS)), None)
+    if found:
+        return found
+    message = f"no Chromium ({', '.join(BROWSERS)}): apt-get install -y chromium, or set BLIP2_BROWSER"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Iterator[str]:
+    """JupyterLab on loopback, serving a copy of the notebook (the repository's stays clean), offline profile."""
+    pytest.importorskip("jupyterlab")
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    settings = tmp_path_factory.mktemp("lab-settings")
+    for plugin, values in SETTINGS.items():
+        path = settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    port, token = _free_port(), secrets.token_hex(16)
+    environment = os.environ | {"BLIP2_PROFILE": "offline", "OMP_NUM_THREADS": "1", "JUPYTER_NO_CONFIG": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.user_settings_dir={settings}",
+        "--LabApp.news_url=",
+        "--allow-root",  # containers and CI often run as root
+    ]
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start: {(root / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield f"{base}/lab/tree/{NOTEBOOK}?token={token}"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+def _ask(page, question: str) -> str:
+    """Type the question, press Ask, and return the answer the widget shows for it."""
+    page.locator(".widget-text input[type='text']").first.fill(question)
+    page.locator("button", has_text="Ask").first.click()
+    transcript = page.locator(".widget-html", has_text=f"Q: {question}").first
+    transcript.wait_for(timeout=ANSWER_MS)
+    text = transcript.inner_text()
+    return text.split("A:", 1)[1].split("\n", 1)[0].strip()
+
+
+def test_vqa_demo_answers_in_jupyterlab(lab, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = _browser()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / "02_failure.png").unlink(missing_ok=True)  # a failure screenshot must be this run's
+    demo = demo_inputs("offline", count=3)
+    scenes = toy_samples(6)
+    picked = demo.images[1]
+    truth = next(scene for scene in scenes if scene.image.tobytes() == picked.image.tobytes())
+    uploaded = scenes[5]
+    shown = {image.image.tobytes() for image in demo.images}
+    assert uploaded.image.tobytes() not in shown, "the upload must be a scene the dropdown does not offer"
+    asked = [truth.questions[0].question, *(qa.question for qa in uploaded.questions[:2])]
+    assert len(set(asked)) == len(asked), "each question differs, so each answer is told apart from the last"
+    upload_path = tmp_path / "my_scene.png"
+    uploaded.image.save(upload_path)
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(lab)
+            page.locator(".jp-Notebook").first.wait_for(timeout=STARTUP_SECONDS * 1000)
+            # The kernel is connected once the status bar names it as idle; Run All before that runs nothing.
+            page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(
+                timeout=STARTUP_SECONDS * 1000
+            )
+            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+            page.locator("li[data-command='runmenu:run-all']").first.click()
+            page.locator(".jp-InputPrompt", has_text="[1]:").first.wait_for(timeout=STARTUP_SECONDS * 1000)
+            ask = page.locator("button", has_text="Ask").first
+            ask.wait_for(state="attached", timeout=RUN_ALL_MS)
+            ask.scroll_into_view_if_needed()
+            page.screenshot(path=str(SCREENSHOTS / "02_demo_ready.png"))
+
+            page.locator(".widget-dropdown select").first.select_option(label=picked.label)
+            question = truth.questions[0]
+            assert _ask(page, question.question) == question.answer
+            page.screenshot(path=str(SCREENSHOTS / "02_demo_answer.png"))
+
+            with page.expect_file_chooser() as chooser:
+                page.locator(".widget-upload").first.click()
+            chooser.value.set_files(str(upload_path))
+            page.locator(".widget-html", has_text="my_scene.png").first.wait_for(timeout=ANSWER_MS)
+            for question in uploaded.questions[:2]:
+                assert _ask(page, question.question) == question.answer
+            page.screenshot(path=str(SCREENSHOTS / "02_demo_upload.png"))
+        except Exception:
+            page.screenshot(path=str(SCREENSHOTS / "02_failure.png"))  # what the browser showed, for CI logs
+            raise
+        finally:
+            browser.close()
