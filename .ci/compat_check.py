@@ -25,6 +25,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from helpers.install import UPGRADABLE
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -147,7 +149,11 @@ def check(stack: Stack, out: Path, pytest_args: list[str], reuse: bool = False) 
             }
     report["install_summary"] = step.stdout.strip()
     after = versions(python)
-    moved = {name: [before[name], after[name]] for name in before if after.get(name) != before[name]}
+    moved = {
+        name: [before[name], after[name]]
+        for name in before
+        if after.get(name) != before[name] and name not in UPGRADABLE
+    }
     python_version = subprocess.check_output(
         [python, "-c", "import platform; print(platform.python_version())"], text=True
     ).strip()
