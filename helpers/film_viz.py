@@ -30,6 +30,9 @@ from helpers.viz import _clean, _finish
 
 COLOURS = {"red": "#d62728", "green": "#2ca02c", "blue": "#1f77b4", "yellow": "#e6b800"}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+ATTENTION_TOP = 0.2
+"""Top of the attention colour scale in every frame: uniform attention over 16 patches is 0.0625, and a query
+on the objects of a three-object scene gives each of their patches about 0.12."""
 SMOOTHING = 25
 """Steps in the moving average drawn over each loss curve (the raw curve stays visible, faint)."""
 
@@ -119,7 +122,7 @@ def _draw_attention(subfig, film: films.Film, frame: int, scene: int) -> None:
     lift = films.object_lift(film, frame)
     for query, (ax, heat) in enumerate(zip(axes[1:], maps, strict=True)):
         ax.imshow(picture)
-        ax.imshow(heat, cmap="inferno", alpha=0.6, extent=(0, 224, 224, 0), vmin=0, vmax=0.35)
+        ax.imshow(heat, cmap="inferno", alpha=0.6, extent=(0, 224, 224, 0), vmin=0, vmax=ATTENTION_TOP)
         ax.set_title(f"query {query}\nobject lift {lift[query]:.1f}", fontsize=8)
     for ax in axes:
         ax.set_xticks([])
@@ -303,7 +306,7 @@ def filmstrip(stage1: films.Film, stage2: films.Film | None = None, count: int =
 
 def _draw_mosaic(ax: plt.Axes, mosaic: np.ndarray, film: films.Film, scene: int) -> None:
     """Two rows of four queries' 4x4 attention maps; white squares mark the patches holding the objects."""
-    ax.imshow(mosaic, cmap="inferno", vmin=0, vmax=0.35)
+    ax.imshow(mosaic, cmap="inferno", vmin=0, vmax=ATTENTION_TOP)
     objects = np.flatnonzero(film.meta["object_patches"][scene])
     for query in range(8):
         top, left = 4 * (query // 4), 4 * (query % 4)

@@ -197,6 +197,29 @@ def test_the_stage1_animation_holds_every_snapshot_and_is_byte_stable(tiny_runs,
     assert not list(tmp_path.glob(".*")) and not list((tmp_path / "new folder").glob(".*"))
 
 
+def test_stage_2_frames_answer_from_the_image_as_the_backend_does() -> None:
+    """The film's greedy answers on the shipped checkpoint are the HF backend's (a prompt without the image
+    tokens once let the LM answer blind: 6% right at every frame)."""
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    from helpers import GREEDY
+    from helpers.toyworld import data
+    from helpers.toyworld.evaluate import load_run
+
+    folder = weights_dir() / "caption"
+    model = Blip2ForConditionalGeneration.from_pretrained(folder).eval()
+    processor = Blip2Processor.from_pretrained(folder)
+    probe = film.Probe.of(0)
+    with torch.no_grad():
+        frame = film.stage2_snapshot(
+            model, processor, probe, data.PixelNormaliser(processor.image_processor)(probe.pixels)
+        )
+    images = [world.render(probe.scenes[position]) for position, _ in probe.questions]
+    expected = load_run(backend="hf").ask(images, [qa.question for _, qa in probe.questions], settings=GREEDY)
+    assert list(frame["answers"]) == expected
+    assert frame["answer_right"].mean() > 0.8
+
+
 def test_runs_compare_in_the_same_views(tiny_runs) -> None:
     filmed = tiny_runs[0].films
     runs = {"BLIP-2": filmed, "stage 2 without stage 1": {2: filmed[2]}}

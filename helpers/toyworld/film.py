@@ -298,21 +298,25 @@ def _greedy(
     prompts: list[str],
     max_new_tokens: int,
 ) -> list[str]:
-    """Greedy continuations of `prompts` after each image's visual prompt (left-padded, as the HF backend does)."""
+    """Greedy continuations of `prompts` after each image's visual prompt, laid out as the HF backend's
+    `processor(images=..., text=...)` lays them out: the image tokens the queries replace, then the left-padded
+    text. Without the image tokens `generate` would place the queries nowhere and the LM would answer blind."""
     tokenizer = processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        inputs = processor(text=prompts, return_tensors="pt", padding=True)
+        text = processor(text=prompts, return_tensors="pt", padding=True)
     finally:
         tokenizer.padding_side = side
+    image_tokens = torch.full((len(prompts), model.config.num_query_tokens), model.config.image_token_id)
+    input_ids = torch.cat([image_tokens, text["input_ids"]], dim=1)
     output = model.generate(
         pixel_values=pixels,
-        input_ids=inputs["input_ids"],
-        attention_mask=inputs["attention_mask"],
+        input_ids=input_ids,
+        attention_mask=torch.cat([torch.ones_like(image_tokens), text["attention_mask"]], dim=1),
         do_sample=False,
         num_beams=1,
         max_new_tokens=max_new_tokens,
-    )[:, inputs["input_ids"].shape[1] :]
+    )[:, input_ids.shape[1] :]
     return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
 
 
