@@ -19,7 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
+from helpers import offline
 from helpers.backends.hf import MAX_TEXT_TOKENS, pil_processor_kwargs
+from helpers.backends.key_accounting import accounted_from_pretrained
 from helpers.environment import live_progress
 from helpers.loading import checkpoint_locations
 from helpers.precision import Precision, choose_precision
@@ -70,9 +72,13 @@ def load_stage(
     caption, retrieval = checkpoint_locations(choice)
     path = retrieval if stage == 1 else caption
     precision = choose_precision(device, dtype, encoder_decoder_lm="t5" in caption.lower())
-    print(f"stage {stage} | {choice}\n        | {precision}\n        | checkpoint: {path}")
+    print(
+        f"stage {stage} | {choice}\n        | {precision}\n        | checkpoint: {offline.shown_path(path)}"
+    )
     model_class = Blip2ForImageTextRetrieval if stage == 1 else Blip2ForConditionalGeneration
-    model = model_class.from_pretrained(path, dtype=precision.dtype, device_map={"": str(precision.device)})
+    model = accounted_from_pretrained(
+        model_class, path, dtype=precision.dtype, device_map={"": str(precision.device)}
+    )
     freeze_for_stage(model, stage)
     setup = StageSetup(model, Blip2Processor.from_pretrained(path, **pil_processor_kwargs()), precision)
     if stage == 1:

@@ -63,6 +63,7 @@ def save_checkpoint(
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()  # every process's RNG file is in `staging` before it is renamed
     if accelerator.is_main_process:
         save_file({name: p.detach().cpu().contiguous() for name, p in parameters.items()}, staging / _WEIGHTS)
         record = asdict(progress) | {"settings": settings}
