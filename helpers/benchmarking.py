@@ -216,12 +216,6 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def _verdict(result: Mapping[str, Any]) -> str:
-    if result.get("skipped"):
-        return "skipped"
-    return "pass" if result.get("passed") else "FAIL"
-
-
 def summary_rows(result: Mapping[str, Any]) -> list[list[str]]:
     """Table rows of one record: one per goal, or one saying it was skipped or has no goals."""
     name = str(result.get("benchmark", "?"))

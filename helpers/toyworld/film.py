@@ -404,20 +404,6 @@ def load_films(folder: str | Path) -> dict[int, Film]:
     return {stage: load_film(Path(folder) / name) for stage, name in FILES.items()}
 
 
-def load_ablation_films(folder: str | Path) -> dict[str, dict[int, Film]]:
-    """The films of every ablation recorded beside a run, by run name (a run without stage 1 has only stage 2)."""
-    runs = {}
-    for run_folder in sorted((Path(folder) / ABLATION_FILMS).glob("*/")):
-        recorded = {
-            stage: load_film(run_folder / name)
-            for stage, name in FILES.items()
-            if (run_folder / name).is_file()
-        }
-        if recorded:
-            runs[next(iter(recorded.values())).meta["run"]] = recorded
-    return runs
-
-
 def stage_losses(losses: Mapping[str, Sequence], phase: str) -> dict[str, list[float]]:
     """One phase's loss history as {objective: values}: stage 1's per-step dicts split, stage 2's as "lm"."""
     history = losses.get(phase, [])
