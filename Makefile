@@ -69,7 +69,7 @@ gpu-check: $(STAMP)
 gpu-wheels: $(STAMP)
 	$(BIN)/python -m helpers.gpu_check.wheels --out $(BUILD)/gpu-wheels
 
-# Retrain the toy-world miniature BLIP-2 (about 7 min on 2 CPU cores, then 10 min of ablations) and rewrite
+# Retrain the toy-world miniature BLIP-2 (about 8 min on 2 CPU cores, then 7 min of ablations) and rewrite
 # data/toyworld/ atomically: both checkpoints, manifest.json, ablations.json and the films of every run
 # (helpers/toyworld/film.py). `python -m helpers.toyworld --film-only` films the saved run without changing it.
 toyworld: $(STAMP)

@@ -191,13 +191,15 @@ def record(
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write through a temporary file in the same folder and rename it, so no reader sees half a file."""
+    """Write through a temporary file in the same folder and rename it, so no reader sees half a file; the
+    file is readable by all, as a plain write makes it (mkstemp's files are private to their owner)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -212,8 +214,20 @@ def save(result: Mapping[str, Any], folder: str | Path) -> Path:
     return path
 
 
-def _number(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+def _number(value: float, target: float | None = None) -> str:
+    """Three significant digits, more while the value would print as its target (a FAIL must not read
+    "1.2 <= 1.2")."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    digits = 3
+    while (
+        digits < 8
+        and target is not None
+        and value != target
+        and f"{value:.{digits}g}" == f"{target:.{digits}g}"
+    ):
+        digits += 1
+    return f"{value:.{digits}g}"
 
 
 def summary_rows(result: Mapping[str, Any]) -> list[list[str]]:
@@ -234,7 +248,7 @@ def summary_rows(result: Mapping[str, Any]) -> list[list[str]]:
             [
                 name,
                 str(goal["name"]),
-                f"{_number(goal['value'])}{unit}",
+                f"{_number(goal['value'], goal['target'])}{unit}",
                 f"{goal['op']} {_number(goal['target'])}{unit}",
                 "pass" if goal["passed"] else "FAIL",
                 where,

@@ -16,8 +16,10 @@ from transformers import Blip2ForConditionalGeneration
 from helpers.evaluation.paper_results import ZERO_SHOT_VQA
 from helpers.finetune.memory_plan import plan_memory
 from helpers.memory import HEADROOM
+from helpers.offline import weights_dir
 from helpers.precision import choose_precision
 from helpers.pretraining import freeze_for_stage
+from helpers.toyworld import film
 from helpers.variants import count_variant, variant_config
 
 
@@ -71,6 +73,27 @@ def nb05_ex5() -> dict[str, int]:
     """What training OPT-2.7B too would cost: BLIP-2's trainable count, and that plus the whole LLM."""
     count = count_variant("blip2-opt-2.7b")
     return {"blip2": count.trainable, "with the LLM": count.trainable + count["LLM"]}
+
+
+def nb05_ex7() -> dict[str, object]:
+    """From the shipped film's stage 2: the frozen OPT's answers to the count questions before any training
+    (step 0) with their share right, and the questions still wrong at the last frame, with their scenes."""
+    stage2 = film.load_films(weights_dir())[2]
+    questions = stage2.meta["questions"]
+    counts = [index for index, (*_, kind) in enumerate(questions) if kind == "count"]
+    first, last = stage2.arrays["answers"][0], stage2.arrays["answers"][-1]
+    return {
+        "count answers at step 0": sorted({str(first[index]) for index in counts}),
+        "count right at step 0": int(stage2.arrays["answer_right"][0][counts].sum()),
+        "count questions": len(counts),
+        "wrong at the end": [
+            (question, str(answer), stage2.meta["probe_captions"][scene])
+            for (scene, question, _, _), answer, right in zip(
+                questions, last, stage2.arrays["answer_right"][-1], strict=True
+            )
+            if not right
+        ],
+    }
 
 
 def nb06_ex4(batch_size: int = 16) -> int:

@@ -57,12 +57,16 @@ def test_save_writes_named_json_and_leaves_no_temporary_file(tmp_path):
     assert path.name == "loading.json"
     assert json.loads(path.read_text())["figures"] == {"x": 1}
     assert [p.name for p in path.parent.iterdir()] == ["loading.json"]
+    assert path.stat().st_mode & 0o777 == 0o644, (
+        "others must be able to read what make toyworld or bench wrote"
+    )
 
 
 def test_summary_table_lists_goals_skips_and_foreign_records(tmp_path):
     goals = [
         benchmarking.Goal("hf: peak / fp16 bytes", 1.05, "<=", 1.2),
         benchmarking.Goal("s", 4.0, ">=", 8.0, "x"),
+        benchmarking.Goal("lavis: peak / fp16 bytes", 1.2028, "<=", 1.2),
     ]
     benchmarking.save(benchmarking.record("loading", {}, {}, goals), tmp_path)
     benchmarking.save(benchmarking.record("generation", {}, {}, skipped="no CUDA GPU"), tmp_path)
@@ -72,9 +76,10 @@ def test_summary_table_lists_goals_skips_and_foreign_records(tmp_path):
     assert lines[0].startswith("| Benchmark | Measure | Measured | Goal | Result")
     assert "| loading | hf: peak / fp16 bytes | 1.05 | <= 1.2 | pass |" in summary
     assert "| loading | s | 4 x | >= 8 x | FAIL |" in summary
+    assert "| loading | lavis: peak / fp16 bytes | 1.203 | <= 1.2 | FAIL |" in summary, "a FAIL reads as one"
     assert "| generation | - | no CUDA GPU | - | skipped |" in summary
     assert "| toyworld | - | no goal recorded |" in summary
-    assert len(lines) == 2 + 4
+    assert len(lines) == 2 + 5
 
 
 def test_summary_errors_name_the_problem(tmp_path):

@@ -1,8 +1,10 @@
-"""Notebook 02's VQA demo in a real JupyterLab, driven through Debian's Chromium by Playwright.
+"""Notebook 02's VQA demo and notebook 05's film player in a real JupyterLab, driven through Debian's Chromium
+by Playwright.
 
-What a workshop participant does: open the notebook, Run All, pick a picture, ask, read the answer in the
+What a workshop participant does: open notebook 02, Run All, pick a picture, ask, read the answer in the
 widget; then upload a picture of their own through the file chooser and ask about it. The notebook runs on
-the offline profile, whose toy scenes have known answers, so the answers are checked, not just seen.
+the offline profile, whose toy scenes have known answers, so the answers are checked, not just seen. In
+notebook 05, Run All, then scrub the film: type a frame into the slider's readout, switch to stage 2.
 Screenshots go to build/browser/. Playwright's own browser download needs the network, so it drives the
 system's Chromium (`apt-get install chromium`, which `.ci/run` does). Without a browser the test is skipped,
 except in CI (CI=true), where a missing browser is a failure.
@@ -19,16 +21,19 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers.demos import demo_inputs
+from helpers.offline import weights_dir
+from helpers.toyworld import film
 from helpers.toyworld.samples import toy_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "02_vqa_and_instructed_generation.ipynb"
+FILM_NOTEBOOK = "05_two_stage_pretraining.ipynb"
 SCREENSHOTS = ROOT / "build" / "browser"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 """Debian's Chromium first; GitHub's Ubuntu runners ship Google Chrome instead."""
@@ -60,8 +65,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[str]:
-    """JupyterLab on loopback, serving a copy of the notebook (the repository's stays clean), offline profile."""
+def lab(tmp_path_factory) -> Iterator[Callable[[str], str]]:
+    """JupyterLab on loopback, serving copies of the notebooks (the repository's stay clean), offline profile;
+    yields the URL of a notebook by name."""
     pytest.importorskip("jupyterlab")
     widgets = pytest.importorskip("ipywidgets")
     if int(widgets.__version__.split(".")[0]) < 8:
@@ -71,7 +77,8 @@ def lab(tmp_path_factory) -> Iterator[str]:
             f"ipywidgets {widgets.__version__} renders in Colab, not in JupyterLab 4 (needs ipywidgets 8)"
         )
     root = tmp_path_factory.mktemp("lab")
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    for name in (NOTEBOOK, FILM_NOTEBOOK):
+        shutil.copy(ROOT / "notebooks" / name, root / name)
     settings = tmp_path_factory.mktemp("lab-settings")
     for plugin, values in SETTINGS.items():
         path = settings / f"{plugin}.jupyterlab-settings"
@@ -79,6 +86,7 @@ def lab(tmp_path_factory) -> Iterator[str]:
         path.write_text(json.dumps(values))
     port, token = _free_port(), secrets.token_hex(16)
     environment = os.environ | {"BLIP2_PROFILE": "offline", "OMP_NUM_THREADS": "1", "JUPYTER_NO_CONFIG": "1"}
+    environment.pop("MPLBACKEND", None)  # conftest's Agg would leave the kernel's figures as text reprs
     command = [
         sys.executable,
         "-m",
@@ -106,7 +114,8 @@ def lab(tmp_path_factory) -> Iterator[str]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"JupyterLab did not start: {(root / 'server.log').read_text()[-2000:]}")
                 time.sleep(0.5)
-        yield f"{base}/lab/tree/{NOTEBOOK}?token={token}"
+        # each notebook in a workspace of its own: a restored tab of the other would hide this one's cells
+        yield lambda name: f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?token={token}&reset"
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -121,6 +130,17 @@ def _ask(page, question: str) -> str:
     transcript.wait_for(timeout=ANSWER_MS)
     text = transcript.inner_text()
     return text.split("A:", 1)[1].split("\n", 1)[0].strip()
+
+
+def _run_all(page, url: str) -> None:
+    """Open a notebook in JupyterLab and Run All once its kernel is connected."""
+    page.goto(url)
+    page.locator(".jp-Notebook").first.wait_for(timeout=STARTUP_SECONDS * 1000)
+    # The kernel is connected once the status bar names it as idle; Run All before that runs nothing.
+    page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=STARTUP_SECONDS * 1000)
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    page.locator("li[data-command='runmenu:run-all']").first.click()
+    page.locator(".jp-InputPrompt", has_text="[1]:").first.wait_for(timeout=STARTUP_SECONDS * 1000)
 
 
 def test_vqa_demo_answers_in_jupyterlab(lab, tmp_path):
@@ -144,15 +164,7 @@ def test_vqa_demo_answers_in_jupyterlab(lab, tmp_path):
         browser = playwright.chromium.launch(executable_path=executable, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(lab)
-            page.locator(".jp-Notebook").first.wait_for(timeout=STARTUP_SECONDS * 1000)
-            # The kernel is connected once the status bar names it as idle; Run All before that runs nothing.
-            page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(
-                timeout=STARTUP_SECONDS * 1000
-            )
-            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-            page.locator("li[data-command='runmenu:run-all']").first.click()
-            page.locator(".jp-InputPrompt", has_text="[1]:").first.wait_for(timeout=STARTUP_SECONDS * 1000)
+            _run_all(page, lab(NOTEBOOK))
             ask = page.locator("button", has_text="Ask").first
             ask.wait_for(state="attached", timeout=RUN_ALL_MS)
             ask.scroll_into_view_if_needed()
@@ -172,6 +184,54 @@ def test_vqa_demo_answers_in_jupyterlab(lab, tmp_path):
             page.screenshot(path=str(SCREENSHOTS / "02_demo_upload.png"))
         except Exception:
             page.screenshot(path=str(SCREENSHOTS / "02_failure.png"))  # what the browser showed, for CI logs
+            raise
+        finally:
+            browser.close()
+
+
+def test_film_player_scrubs_in_jupyterlab(lab):
+    """The slider, typed into as a learner would, shows the chosen step of the shipped film, and the stage
+    buttons switch films. The picture must change with each move: the kernel redrew it, not only the label."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    shipped = film.load_films(weights_dir())
+    executable = _browser()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / "05_failure.png").unlink(missing_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            _run_all(page, lab(FILM_NOTEBOOK))
+            # the film player is the notebook's only box with stage buttons
+            player = page.locator(".widget-vbox", has=page.locator(".widget-toggle-buttons")).last
+            player.wait_for(timeout=RUN_ALL_MS)
+            player.locator(".widget-label", has_text=f"step 0 of {shipped[1].steps[-1]}").wait_for()
+            player.scroll_into_view_if_needed()
+            picture = player.locator("img").first
+
+            def expect(label: str, shown: str | None) -> str:
+                """Wait for the label, then for a picture other than `shown`; return the new picture."""
+                player.locator(".widget-label", has_text=label).wait_for(timeout=ANSWER_MS)
+                page.wait_for_function(
+                    "([img, old]) => img.getAttribute('src') !== old", arg=[picture.element_handle(), shown]
+                )
+                return picture.get_attribute("src")
+
+            first = picture.get_attribute("src")
+            frame = 11
+            player.locator(".widget-readout").first.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.type(str(frame))
+            page.keyboard.press("Enter")
+            moved = expect(f"step {shipped[1].steps[frame]} of {shipped[1].steps[-1]}", first)
+            page.screenshot(path=str(SCREENSHOTS / "05_film_frame.png"))
+            player.locator("button", has_text="stage 2").first.click()
+            expect(f"step 0 of {shipped[2].steps[-1]}", moved)
+            page.screenshot(path=str(SCREENSHOTS / "05_film_stage2.png"))
+            strip = page.locator(".jp-CodeCell", has_text="film_viz.filmstrip(").locator(".jp-OutputArea img")
+            strip.first.wait_for(timeout=ANSWER_MS)  # the static copy, drawn as a picture
+        except Exception:
+            page.screenshot(path=str(SCREENSHOTS / "05_failure.png"))
             raise
         finally:
             browser.close()

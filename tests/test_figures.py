@@ -118,9 +118,6 @@ def test_saved_pngs_are_byte_stable_and_committed(tmp_path: Path) -> None:
         assert (ROOT / "figures" / name).is_file(), f"figures/{name} is missing: run `make figures`"
 
 
-@pytest.mark.skipif(
-    not (weights_dir() / film.FILES[1]).is_file(), reason="no shipped film in data/toyworld/ to animate yet"
-)
 def test_the_readme_animation_is_drawn_from_the_shipped_film_and_small() -> None:
     gif = ROOT / "figures" / FILM_GIF
     assert gif.is_file(), f"figures/{FILM_GIF} is missing: run `make figures`"

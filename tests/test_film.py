@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import glob
 import itertools
+import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from PIL import Image
 from helpers import film_viz
 from helpers.offline import weights_dir
 from helpers.toyworld import film, world
+from helpers.toyworld.__main__ import ABLATION_RUNS
 from helpers.toyworld.pipeline import Recipe, pretrain_unimodal, two_stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +67,14 @@ def test_recording_does_not_change_the_trained_weights(tiny_runs) -> None:
         ):
             assert torch.equal(value, expected), name
     assert filmed.losses == plain.losses
+
+
+def test_a_filmed_run_saves_its_tokenizer_as_an_unfilmed_run_does(tmp_path) -> None:
+    """A padded tokenizer call in a stage-2 snapshot once left padding switched on (to the left) in the run's
+    tokenizer, and `save_pretrained` wrote it into the shipped tokenizer.json, changing how it pads on load."""
+    filmed = two_stage(pretrain_unimodal(TINY), probe=film.Probe.of(TINY.seed))
+    filmed.caption_processor.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["padding"] is None
 
 
 def test_a_recorded_film_round_trips_through_its_file(tiny_runs, tmp_path) -> None:
@@ -134,6 +145,7 @@ def test_the_frames_draw_every_view(tiny_runs) -> None:
     titles = " ".join(ax.get_title() for ax in fig.get_axes())
     assert "ITC" in titles and "ITM" in titles and "query 7" in titles and "step 3" in titles
     lines = film_viz._answer_lines(films[2], -1)
+    assert [film_viz._token(t) for t in ("\ufffd", "\n", " two", " ")] == ["<byte>", "<newline>", "two", "_"]
     assert len(lines) == film.QUESTION_SCENES * 3 + 2
     strip = film_viz.filmstrip(films[1], films[2], count=3)
     assert len(strip.get_axes()) == 5 * 3
@@ -158,13 +170,6 @@ def test_the_package_data_carries_every_film_where_make_toyworld_writes_it(tmp_p
     assert set(written) <= carried
 
 
-SHIPPED = pytest.mark.skipif(
-    not (weights_dir() / film.FILES[1]).is_file(),
-    reason="data/toyworld/ has no film yet: `make toyworld` (or `python -m helpers.toyworld --film-only`) records it",
-)
-
-
-@SHIPPED
 def test_the_shipped_film_shows_stage_1_aligning_and_the_queries_specialising(shipped) -> None:
     stage1 = shipped[1]
     assert stage1.steps[0] == 0 and stage1.steps[-1] == 1200
@@ -179,10 +184,35 @@ def test_the_shipped_film_shows_stage_1_aligning_and_the_queries_specialising(sh
     assert stage1.arrays["itm_positive"][-1].astype(float).mean() > 0.9 > 0.1 > hard
 
 
-@SHIPPED
 def test_the_shipped_film_shows_stage_2_answers_turning_right(shipped) -> None:
     stage2 = shipped[2]
     assert film.answer_accuracy(stage2, -1) > 0.8 > film.answer_accuracy(stage2, 0)
+
+
+QUOTED_MILESTONES = (
+    "ITC ranks half the probe captions first",
+    "ITC ranks every probe caption first",
+    "4 queries on the objects",
+    "ITM puts true pairs",
+    "count probe at 100%",
+    "9 in 10 probe answers right",
+)
+"""The milestones notebook 05's phase-by-phase account names by their step."""
+
+
+def test_notebook_05_describes_the_shipped_film_with_its_own_numbers(shipped) -> None:
+    notebook = json.loads((ROOT / "notebooks" / "05_two_stage_pretraining.ipynb").read_text())
+    markdown = "\n".join(
+        "".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown"
+    )
+    assert film_viz.ends_table(shipped) in markdown, (
+        "stale table: paste film_viz.ends_table(films) into notebook 05"
+    )
+    quoted = [line for line in film_viz.milestones(shipped) if line.startswith(QUOTED_MILESTONES)]
+    assert len(quoted) == len(QUOTED_MILESTONES)
+    for line in quoted:
+        step = line.rsplit("step ", 1)[1]
+        assert re.search(rf"\b{step}\b", markdown), f"notebook 05 does not name the step of '{line}'"
 
 
 def test_the_stage1_animation_holds_every_snapshot_and_is_byte_stable(tiny_runs, tmp_path) -> None:
@@ -268,7 +298,30 @@ def test_film_only_films_a_saved_run_and_refuses_one_it_cannot_repeat(tmp_path) 
     assert film.load_films(tmp_path / "run-rerun")[2].steps == film.frame_steps(TINY.stage2_steps)
 
 
+def test_a_run_and_its_ablations_load_by_name_with_their_whole_curves(tiny_runs, tmp_path) -> None:
+    filmed, _ = tiny_runs
+    for stage, recorded in filmed.films.items():
+        recorded.save(tmp_path / film.FILES[stage])
+    stage2 = filmed.films[2]
+    for folder, (name, _) in reversed(ABLATION_RUNS.items()):  # alphabetically, no_itg would come first
+        ablation = film.Film({**stage2.meta, "run": name}, stage2.arrays, stage2.losses)
+        ablation.save(tmp_path / film.ABLATION_FILMS / folder / film.FILES[2])
+    runs = film.load_runs(tmp_path)
+    assert list(runs) == ["BLIP-2", *(name for name, _ in ABLATION_RUNS.values())]
+    assert all(set(runs[name]) == {2} for name, _ in ABLATION_RUNS.values())
+    curves = film.curves(runs["BLIP-2"])
+    stages = {name: values for name, values in filmed.curves().items() if name.startswith("stage")}
+    assert set(curves) == {"stage 1 itc", "stage 1 itm", "stage 1 itg", "stage 2"}
+    assert curves == {name: pytest.approx(values) for name, values in stages.items()}
+    (tmp_path / film.ABLATION_FILMS / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty: no film.*make toyworld"):
+        film.load_runs(tmp_path)
+
+
 def test_milestones_name_the_first_step_of_each_change(tiny_runs) -> None:
     lines = film_viz.milestones(tiny_runs[0].films)
     assert any(line.startswith("ITC ranks every probe caption first: ") for line in lines)
-    assert all(line.endswith(("not within the run", *(f"step {s}" for s in range(4)))) for line in lines)
+    assert all(
+        line.endswith(("not within the run", "(step 0)", *(f"step {s}" for s in range(1, 4))))
+        for line in lines
+    )

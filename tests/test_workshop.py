@@ -58,6 +58,11 @@ def test_solutions_give_the_numbers_the_document_states():
     assert f"**{solutions.nb04_ex2():,}**" in DOC
     costs = solutions.nb05_ex5()
     assert f"**{costs['blip2']:,}**" in DOC and f"**{costs['with the LLM']:,}**" in DOC
+    film = solutions.nb05_ex7()
+    assert film["count answers at step 0"] == ["three"] and "**three** to all 8 count questions" in DOC
+    assert film["count questions"] == 8 and f"**{film['count right at step 0']}** scenes" in DOC
+    [(question, answer, scene)] = film["wrong at the end"]
+    assert f'"{question}" about "{scene}": **{answer}**' in DOC
     assert f"**{solutions.nb06_ex4()}**" in DOC
     assert math.isclose(solutions.nb07_ex1(), 0.7071, abs_tol=1e-4) and "**0.71**" in DOC
     assert f"**{solutions.nb08_ex4():.0f}x**" in DOC

@@ -28,6 +28,7 @@ from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetriev
 
 from helpers.anatomy import recorded_cross_attentions
 from helpers.evaluation.vqa_scoring import vqa_scores
+from helpers.offline import weights_dir
 from helpers.prompts import VQA_TEMPLATE
 from helpers.toyworld import data, world
 
@@ -55,6 +56,8 @@ FILES = {1: "film_stage1.npz", 2: "film_stage2.npz"}
 FORMAT = 1
 ABLATION_FILMS = "ablation_films"
 """Subfolder of a run's folder with one folder of films per ablation (`python -m helpers.toyworld`)."""
+ABLATION_FOLDERS = ("no_stage1", "no_itg")
+"""The ablations' folders, in the order `python -m helpers.toyworld` trains them and ablations.json lists them."""
 
 STAGE1_ARRAYS = {
     "attention": 5,  # (frames, cross-attention layers, probe scenes, queries, patches)
@@ -300,13 +303,17 @@ def _greedy(
 ) -> list[str]:
     """Greedy continuations of `prompts` after each image's visual prompt, laid out as the HF backend's
     `processor(images=..., text=...)` lays them out: the image tokens the queries replace, then the left-padded
-    text. Without the image tokens `generate` would place the queries nowhere and the LM would answer blind."""
+    text. Without the image tokens `generate` would place the queries nowhere and the LM would answer blind.
+    The prompts are padded by `tokenizer.pad`, not by the tokenizer call: a padded call leaves padding switched
+    on in the fast tokenizer, and `save_pretrained` would then ship it in tokenizer.json."""
     tokenizer = processor.tokenizer
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        text = processor(text=prompts, return_tensors="pt", padding=True)
-    finally:
-        tokenizer.padding_side = side
+    unpadded = processor(text=prompts)
+    text = tokenizer.pad(
+        {name: unpadded[name] for name in ("input_ids", "attention_mask")},
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
+    )
     image_tokens = torch.full((len(prompts), model.config.num_query_tokens), model.config.image_token_id)
     input_ids = torch.cat([image_tokens, text["input_ids"]], dim=1)
     output = model.generate(
@@ -402,6 +409,40 @@ def load_film(path: str | Path) -> Film:
 def load_films(folder: str | Path) -> dict[int, Film]:
     """Every stage's film in a run's folder (data/toyworld/ for the shipped run)."""
     return {stage: load_film(Path(folder) / name) for stage, name in FILES.items()}
+
+
+def load_runs(folder: str | Path | None = None) -> dict[str, dict[int, Film]]:
+    """The films of a run and of its ablations (under ABLATION_FILMS), keyed by each run's name: the shipped
+    run's when `folder` is None. A run without stage 1 has only a stage-2 film; a folder with no film fails."""
+    folder = weights_dir() if folder is None else Path(folder)
+    main = load_films(folder)
+    runs = {main[2].meta["run"]: main}
+    ablations = folder / ABLATION_FILMS
+    folders = sorted(ablations.iterdir(), key=_ablation_rank) if ablations.is_dir() else []
+    for run_folder in folders:
+        found = {stage: run_folder / name for stage, name in FILES.items() if (run_folder / name).is_file()}
+        if not found:
+            raise FileNotFoundError(
+                f"{run_folder}: no film in this ablation's folder; re-record with `make toyworld`"
+            )
+        films = {stage: load_film(path) for stage, path in found.items()}
+        runs[next(iter(films.values())).meta["run"]] = films
+    return runs
+
+
+def _ablation_rank(folder: Path) -> tuple[int, str]:
+    known = folder.name in ABLATION_FOLDERS
+    return (ABLATION_FOLDERS.index(folder.name) if known else len(ABLATION_FOLDERS), folder.name)
+
+
+def curves(run_films: Mapping[int, Film]) -> dict[str, list[float]]:
+    """A filmed run's whole loss histories, named as `Trained.curves()` names them ("stage 1 itc", ...,
+    "stage 2"): the shipped run's curves travel in its films."""
+    named = {}
+    for stage, recorded in sorted(run_films.items()):
+        for name, values in recorded.losses.items():
+            named[f"stage {stage}" if name == "lm" else f"stage {stage} {name}"] = values.tolist()
+    return named
 
 
 def stage_losses(losses: Mapping[str, Sequence], phase: str) -> dict[str, list[float]]:
