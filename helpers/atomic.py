@@ -1,11 +1,13 @@
-"""Folders written all at once: built under a temporary name beside their destination, then renamed.
+"""Files and folders written all at once: built under a temporary name beside their destination, then renamed.
 
-A crash, an interrupt or a full disk leaves the previous folder (or none) in place, never a half-written one.
+A crash, an interrupt or a full disk leaves the previous file or folder (or none) in place, never a
+half-written one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -37,4 +39,28 @@ def staged_folder(destination: str | Path, replace: bool = False) -> Iterator[Pa
             shutil.rmtree(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged_file(destination: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `destination`; when the block succeeds the file written there becomes
+    `destination`, readable by all as a plain write makes it (mkstemp's files are private to their owner). On
+    failure it is removed. The temporary name ends in `suffix` (default: the destination's), for writers that
+    choose their format by it."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{destination.stem}-",
+        suffix=destination.suffix if suffix is None else suffix,
+        dir=destination.parent,
+    )
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        temporary.chmod(0o644)
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
         raise

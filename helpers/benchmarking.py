@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +27,8 @@ from typing import Any
 
 import psutil
 import torch
+
+from helpers.atomic import staged_file
 
 SCHEMA = "blip2-kit-bench/1"
 SUMMARY_NAME = "SUMMARY.md"
@@ -191,20 +192,10 @@ def record(
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write through a temporary file in the same folder and rename it, so no reader sees half a file; the
-    file is readable by all, as a plain write makes it (mkstemp's files are private to their owner)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `text` to `path` through a temporary file beside it (`staged_file`): no reader sees half a file."""
+    with staged_file(path) as temporary:
+        temporary.write_text(text)
+    return Path(path)
 
 
 def save(result: Mapping[str, Any], folder: str | Path) -> Path:

@@ -10,9 +10,7 @@ shipped one).
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 from matplotlib.figure import Figure
 
 from helpers import diagrams, film_viz, viz_pretraining
+from helpers.atomic import staged_file
 from helpers.offline import weights_dir
 from helpers.toyworld import film
 from helpers.variants import STAGE1_VARIANT, count_variant, meta_model
@@ -49,16 +48,8 @@ FILM_GIF = "pretraining_film.gif"
 
 def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
     """Write a PNG atomically (temp file, then rename), with no metadata that changes between runs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
+    with staged_file(path, suffix=".png") as temporary:
         fig.savefig(temporary, dpi=dpi, metadata={"Software": None}, facecolor="white")
-        os.chmod(temporary, 0o644)  # mkstemp creates files readable by the owner only
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -9,8 +9,6 @@ colour scales are fixed, and the loss curves mark the frame's step. `checkpoint_
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from helpers.anatomy import recorded_cross_attentions
+from helpers.atomic import staged_file
 from helpers.toyworld import film as films
 from helpers.toyworld import world
 from helpers.viz import _clean, _finish
@@ -361,16 +360,9 @@ def animate_stage1(film: films.Film, path: str | Path, scene: int = 0, fps: int 
         )
 
     frames = [*range(len(film.steps)), *[len(film.steps) - 1] * fps * 2]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".gif", dir=path.parent)
-    os.close(handle)
     try:
-        FuncAnimation(fig, draw, frames=frames).save(temporary, writer=PillowWriter(fps=fps), dpi=dpi)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with staged_file(path, suffix=".gif") as temporary:
+            FuncAnimation(fig, draw, frames=frames).save(temporary, writer=PillowWriter(fps=fps), dpi=dpi)
     finally:
         plt.close(fig)
     return path

@@ -1,4 +1,4 @@
-"""Shared fixtures: the offline model is built and loaded once per test session."""
+"""Shared fixtures: the offline model is built and loaded once per test session, its LAVIS twin once per module."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ def offline_model():
     from helpers import load_blip2
 
     return load_blip2("offline", backend="hf", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def lavis_model():
+    """The offline checkpoints through the LAVIS backend; per module, so no module sees another's changes."""
+    from helpers import load_blip2
+
+    return load_blip2("offline", backend="lavis", verbose=False)
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,6 @@ TOLERANCE = 1e-4
 TEXTS = ["a photo of a cat on a couch", "a rocket on a launch pad", "two dogs playing in the grass"]
 
 
-@pytest.fixture(scope="module")
-def lavis_model():
-    return load_blip2("offline", backend="lavis", verbose=False)
-
-
 def test_compat_is_idempotent_and_leaves_transformers_alone():
     generate_before = transformers.OPTForCausalLM.generate
     lavis_compat.apply()

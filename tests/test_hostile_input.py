@@ -39,11 +39,6 @@ NAMES = ("cat", "rocket", "coffee", "astronaut", "camera")
 OFFLINE_POSITIONS = 128  # the offline OPT's max_position_embeddings
 
 
-@pytest.fixture(scope="module")
-def lavis_model():
-    return load_blip2("offline", backend="lavis", verbose=False)
-
-
 @pytest.fixture(params=BACKENDS)
 def model(request, offline_model, lavis_model):
     return offline_model if request.param == "hf" else lavis_model

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from helpers.atomic import staged_file
 from helpers.environment import live_progress
 
 T = TypeVar("T")
@@ -346,17 +346,9 @@ def load_karpathy_retrieval(
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
     """Write JSON to a temporary file beside `path`, then rename it into place: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(data, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    with staged_file(path) as temporary:
+        temporary.write_text(json.dumps(data), encoding="utf-8")
+    return Path(path)
 
 
 def write_vqav2(

@@ -27,6 +27,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from helpers.atomic import staged_file
 from helpers.backends.base import Blip2Backend, check_task
 from helpers.environment import live_progress
 from helpers.finetune.checkpoints import (
@@ -438,8 +439,8 @@ class _Log:
         if self.path.exists():
             self.records = [json.loads(line) for line in self.path.read_text().splitlines()[:count]]
         if self.writer:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+            with staged_file(self.path) as temporary:
+                temporary.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -448,18 +449,10 @@ class _Log:
                 handle.write(json.dumps(record) + "\n")
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
-
-
 def _save_figure(history: list[dict[str, Any]], path: Path) -> None:
     """The loss and validation curves next to the model, written under a temporary name first."""
-    temporary = path.with_name(f".{path.name}")
-    training_curves(history).savefig(temporary, format="png", dpi=100)
-    os.replace(temporary, path)
+    with staged_file(path) as temporary:
+        training_curves(history).savefig(temporary, format="png", dpi=100)
 
 
 def _save_model(model: Blip2Backend, task: str, output_dir: Path) -> None:

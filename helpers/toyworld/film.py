@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from torch.nn import functional as F
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
 
 from helpers.anatomy import recorded_cross_attentions
+from helpers.atomic import staged_file
 from helpers.evaluation.vqa_scoring import vqa_scores
 from helpers.offline import weights_dir
 from helpers.prompts import VQA_TEMPLATE
@@ -375,16 +374,8 @@ class Film:
         self.validate(str(path))
         contents = {"meta": np.array(json.dumps(self.meta)), **self.arrays}
         contents.update({f"loss/{name}": values for name, values in self.losses.items()})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
-        os.close(handle)
-        try:
-            np.savez_compressed(temporary, **contents)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with staged_file(path) as temporary, temporary.open("wb") as stream:
+            np.savez_compressed(stream, **contents)  # to a stream: no ".npz" appended to the temporary name
         return path
 
 
